@@ -1,0 +1,1 @@
+"""Triplet-loss embedding library: data, input pipeline, network, losses, metrics, utilities."""

@@ -1,0 +1,130 @@
+"""The embedding network and the train / eval steps that compute the triplet loss.
+
+The network is the original project's CNN (two conv blocks, then one dense
+layer to ``embedding_size``) as a Keras 3 model. The steps are ``tf.function``s
+built once per run; under a ``tf.distribute`` strategy the embeddings and labels
+of every replica are gathered before mining, so the loss of a distributed step is
+the loss of the whole global batch (see :func:`make_train_step`).
+"""
+
+import keras
+import tensorflow as tf
+
+from model import triplet_loss
+
+STRATEGY_SUMMARIES = {
+    "batch_all": ("fraction_positive_triplets",),
+    "batch_hard": ("hardest_positive_dist", "hardest_negative_dist"),
+    "batch_semihard": (),
+}
+
+
+def build_model(params):
+    """The original CNN: 2 x [3x3 conv, optional batch norm, ReLU, 2x2 max-pool], dense.
+
+    Input: float images [batch, image_size, image_size, 1] in [0, 1].
+    Output: embeddings [batch, embedding_size], L2-normalised if ``params.l2_normalize``.
+    """
+    # A synchronised batch norm keeps the statistics of the global batch under a
+    # strategy, so a distributed step normalises exactly like the single-device one.
+    synchronized = params.distribution != "none"
+    inputs = keras.Input((params.image_size, params.image_size, 1), name="images")
+    out = inputs
+    for block, channels in enumerate((params.num_channels, 2 * params.num_channels), 1):
+        out = keras.layers.Conv2D(channels, 3, padding="same", name=f"block_{block}_conv")(out)
+        if params.use_batch_norm:
+            out = keras.layers.BatchNormalization(
+                momentum=params.bn_momentum, synchronized=synchronized,
+                name=f"block_{block}_bn")(out)
+        out = keras.layers.ReLU(name=f"block_{block}_relu")(out)
+        out = keras.layers.MaxPooling2D(2, name=f"block_{block}_pool")(out)
+    out = keras.layers.Flatten(name="flatten")(out)
+    # float32 output: distances and the loss must not be computed in half precision.
+    out = keras.layers.Dense(params.embedding_size, dtype="float32", name="embedding")(out)
+    if params.l2_normalize:
+        out = keras.layers.UnitNormalization(dtype="float32", name="l2_normalize")(out)
+    return keras.Model(inputs, out, name="triplet_embedding_net")
+
+
+def compute_loss(params, labels, embeddings):
+    """The loss of ``params.triplet_strategy`` and its scalar figures for TensorBoard.
+
+    Args:
+        params: a :class:`model.utils.Params`.
+        labels: int [B] labels of the batch.
+        embeddings: float [B, D] embeddings of the batch.
+
+    Returns:
+        (loss, figures): a float32 scalar, and a dict of float32 scalars named as in
+        SPEC (``fraction_positive_triplets``, ``hardest_positive_dist``, ...) plus
+        ``embedding_mean_norm``.
+    """
+    margin, squared = params.margin, params.squared
+    if params.triplet_strategy == "batch_all":
+        loss, fraction = triplet_loss.batch_all_triplet_loss(
+            labels, embeddings, margin, squared, soft_margin=params.soft_margin)
+        figures = {"fraction_positive_triplets": fraction}
+    elif params.triplet_strategy == "batch_hard":
+        loss, hardest_pos, hardest_neg = triplet_loss.batch_hard_triplet_loss(
+            labels, embeddings, margin, squared, soft_margin=params.soft_margin)
+        figures = {"hardest_positive_dist": tf.reduce_mean(hardest_pos),
+                   "hardest_negative_dist": tf.reduce_mean(hardest_neg)}
+    else:
+        loss = triplet_loss.batch_semihard_triplet_loss(labels, embeddings, margin, squared)
+        figures = {}
+    norms = tf.norm(tf.cast(embeddings, tf.float32), axis=1)
+    figures["embedding_mean_norm"] = tf.reduce_mean(norms)
+    return loss, figures
+
+
+def _image_spec(params):
+    return (tf.TensorSpec([None, params.image_size, params.image_size, 1], tf.float32),
+            tf.TensorSpec([None], tf.int64))
+
+
+def make_train_step(model, optimizer, params, strategy=None):
+    """A ``tf.function(images, labels) -> (loss, figures)`` that takes one optimizer step.
+
+    With a strategy of N replicas each replica embeds its slice of the global batch;
+    the slices are all-gathered so that every replica mines the same global batch and
+    computes the same loss L. The gradient of ``all_gather`` sums the upstream
+    gradients of all replicas (N identical copies of dL/d(slice)), and the optimizer
+    sums the replicas' gradients again, so each replica differentiates L / N: the
+    update is then exactly that of L on one device.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+
+    def replica_step(images, labels):
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            embeddings = model(images, training=True)
+            if replicas > 1:
+                embeddings = context.all_gather(embeddings, axis=0)
+                labels = context.all_gather(labels, axis=0)
+            loss, figures = compute_loss(params, labels, embeddings)
+            scaled_loss = loss / replicas
+        grads = tape.gradient(scaled_loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, figures
+
+    @tf.function(input_signature=_image_spec(params))
+    def train_step(images, labels):
+        loss, figures = strategy.run(replica_step, args=(images, labels))
+        # Every replica holds the same global figures: report the first copy.
+        return tf.nest.map_structure(
+            lambda value: strategy.experimental_local_results(value)[0], (loss, figures))
+
+    return train_step
+
+
+def make_eval_step(model, params):
+    """A ``tf.function(images, labels) -> (embeddings, loss, figures)`` in inference mode."""
+
+    @tf.function(input_signature=_image_spec(params))
+    def eval_step(images, labels):
+        embeddings = model(images, training=False)
+        loss, figures = compute_loss(params, labels, embeddings)
+        return embeddings, loss, figures
+
+    return eval_step

@@ -1,0 +1,281 @@
+"""Training and evaluation loops: checkpoints, resume, summaries, metrics files.
+
+Layout of a model_dir (``params.json`` is the user's; everything else is written here):
+
+    params_resolved.json    params with defaults filled in, plus software versions
+    train.log               one line per epoch
+    checkpoints/            model + optimizer + step + epoch, every epoch
+    best/                   the checkpoint with the best eval MAP@R
+    train/, eval/           TensorBoard event files
+    metrics_eval_last.json, metrics_eval_best.json
+"""
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model import input_fn, metrics, mnist_dataset
+from model.model_fn import build_model, make_eval_step, make_train_step
+from model.utils import RESOLVED_PARAMS_FILENAME, UserError, save_params, write_json
+
+CHECKPOINT_DIRS = {"latest": "checkpoints", "best": "best"}
+# The figure that picks the best checkpoint: retrieval quality is comparable across
+# strategies and margins, the loss is not.
+BEST_METRIC = "map_at_r"
+# Keys that may change between a run and its resumption without changing what the
+# checkpoints mean (e.g. train for more epochs).
+RESUMABLE_CHANGES = ("num_epochs", "save_summary_steps", "keep_checkpoint_max")
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def seed_everything(seed):
+    """Seed Python, NumPy, TensorFlow and Keras, and make TF ops deterministic."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+class Run:
+    """The state of one training run in ``model_dir``: model, optimizer, counters, checkpoints."""
+
+    def __init__(self, params, model_dir, strategy=None):
+        self.params = params
+        self.model_dir = model_dir
+        self.strategy = strategy or tf.distribute.get_strategy()
+        with self.strategy.scope():
+            self.model = build_model(params)
+            self.optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate)
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, step=self.step, epoch=self.epoch)
+        self.latest = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(model_dir, CHECKPOINT_DIRS["latest"]),
+            max_to_keep=params.keep_checkpoint_max, checkpoint_name="ckpt")
+        self.best = tf.train.CheckpointManager(
+            self.checkpoint, os.path.join(model_dir, CHECKPOINT_DIRS["best"]),
+            max_to_keep=1, checkpoint_name="ckpt")
+
+    def restore_latest(self):
+        """Restore the latest checkpoint if there is one; returns its path or None."""
+        path = self.latest.latest_checkpoint
+        if path:
+            self.checkpoint.restore(path).expect_partial()
+        return path
+
+
+def check_model_dir(params, model_dir):
+    """Refuse to resume a run whose saved params differ from ``params`` (other than resumable keys)."""
+    path = os.path.join(model_dir, RESOLVED_PARAMS_FILENAME)
+    has_checkpoint = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if not (os.path.exists(path) and has_checkpoint):
+        return
+    try:
+        with open(path) as f:
+            saved = json.load(f)["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(
+            f"{path} is unreadable but {model_dir} holds checkpoints; restore the file "
+            "or train in a new folder") from None
+    current = params.to_dict()
+    changed = sorted(k for k in set(saved) | set(current)
+                     if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        raise UserError(
+            f"{model_dir} already holds a run trained with other params ({diffs}); "
+            "copy params.json to a new folder for a new experiment, or undo the change to resume")
+
+
+def embed_images(model, images, batch_size=512):
+    """Embed uint8 images [N, S, S] (or float in [0, 1]) with ``model``; returns float32 [N, D]."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255.0
+    images = images.reshape(images.shape[:3] + (1,)).astype(np.float32)
+    chunks = [model(images[i:i + batch_size], training=False).numpy()
+              for i in range(0, len(images), batch_size)]
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def evaluate(eval_step, params, test_images, test_labels):
+    """Loss and figures averaged over the test batches, plus the retrieval metrics.
+
+    Returns:
+        dict of Python floats: ``loss``, the strategy's figures, ``embedding_mean_norm``,
+        ``precision_at_1``, ``r_precision``, ``map_at_r``.
+    """
+    totals, count, embeddings = {}, 0, []
+    for images, labels in input_fn.test_dataset(test_images, test_labels, params):
+        batch_embeddings, loss, figures = eval_step(images, labels)
+        size = int(labels.shape[0])
+        for name, value in {"loss": loss, **figures}.items():
+            totals[name] = totals.get(name, 0.0) + float(value) * size
+        count += size
+        embeddings.append(batch_embeddings.numpy())
+    results = {name: total / count for name, total in totals.items()}
+    eval_labels = test_labels[:count]
+    results.update(metrics.retrieval_metrics(np.concatenate(embeddings), eval_labels))
+    return results
+
+
+def _format(results):
+    return " ".join(f"{name} {value:.4f}" for name, value in results.items())
+
+
+def _write_scalars(writer, values, step):
+    with writer.as_default(step=step):
+        for name, value in values.items():
+            tf.summary.scalar(name, value)
+
+
+class _Progress:
+    """A progress bar within an epoch, shown only on an interactive terminal."""
+
+    def __init__(self, total, epoch, num_epochs):
+        self.enabled = sys.stderr.isatty()
+        self.total, self.prefix = total, f"epoch {epoch}/{num_epochs}"
+
+    def update(self, done, loss):
+        if self.enabled and (done % 10 == 0 or done == self.total):
+            width = 30
+            filled = width * done // self.total
+            sys.stderr.write(f"\r{self.prefix} [{'=' * filled}{'.' * (width - filled)}] "
+                             f"{done}/{self.total} loss {loss:.4f}")
+            if done == self.total:
+                sys.stderr.write("\r" + " " * 80 + "\r")
+            sys.stderr.flush()
+
+
+def _check_finite(loss, step, params):
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"the loss became {loss} at step {step}; the last good checkpoint is kept. "
+            f"Lower learning_rate (now {params.learning_rate}), or set l2_normalize "
+            "true or use_batch_norm true, then run again")
+
+
+def train_and_evaluate(params, model_dir, data_dir, strategy=None):
+    """Train ``params`` in ``model_dir``, resuming from its latest checkpoint.
+
+    Returns:
+        The eval results of the last epoch (dict of floats), or those saved by a run
+        that had already finished.
+    """
+    os.makedirs(model_dir, exist_ok=True)
+    check_model_dir(params, model_dir)
+    train_images, train_labels = mnist_dataset.load_split(data_dir, "train")
+    test_images, test_labels = mnist_dataset.load_split(data_dir, "test")
+    input_fn.check_data(train_images, train_labels, params)
+    input_fn.check_data(test_images, test_labels, params.replace(
+        num_classes_per_batch=None, num_images_per_class=None))
+
+    seed_everything(params.seed)
+    run = Run(params, model_dir, strategy)
+    restored = run.restore_latest()
+    last_metrics_path = os.path.join(model_dir, "metrics_eval_last.json")
+    if run.epoch.numpy() >= params.num_epochs:
+        logging.info("%s already finished %d epochs (step %d); nothing to do. Raise "
+                     "num_epochs to train longer.", model_dir, int(run.epoch.numpy()),
+                     int(run.step.numpy()))
+        return _read_json(last_metrics_path)
+    save_params(params, model_dir)
+    if restored:
+        logging.info("Resuming from %s (epoch %d, step %d)", restored,
+                     int(run.epoch.numpy()), int(run.step.numpy()))
+
+    train_step = make_train_step(run.model, run.optimizer, params, run.strategy)
+    eval_step = make_eval_step(run.model, params)
+    train_writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
+    eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+    best_path = os.path.join(model_dir, "metrics_eval_best.json")
+    best = _read_json(best_path).get(BEST_METRIC, -math.inf) if restored else -math.inf
+
+    if not restored:
+        results = evaluate(eval_step, params, test_images, test_labels)
+        _write_scalars(eval_writer, results, 0)
+        logging.info("Untrained network: %s", _format(results))
+
+    steps = input_fn.steps_per_epoch(len(train_labels), params)
+    results = {}
+    for epoch in range(int(run.epoch.numpy()), params.num_epochs):
+        start = time.time()
+        progress = _Progress(steps, epoch + 1, params.num_epochs)
+        loss_sum = 0.0
+        dataset = input_fn.train_dataset(train_images, train_labels, params, epoch)
+        for done, (images, labels) in enumerate(dataset, 1):
+            loss, figures = train_step(images, labels)
+            step = int(run.step.assign_add(1).numpy())
+            loss = float(loss)
+            _check_finite(loss, step, params)
+            loss_sum += loss
+            if step % params.save_summary_steps == 0:
+                _write_scalars(train_writer, {"loss": loss, **figures}, step)
+                with train_writer.as_default(step=step):
+                    tf.summary.image("train_image", images[:1])
+            progress.update(done, loss)
+        train_time = time.time() - start
+        results = evaluate(eval_step, params, test_images, test_labels)
+        run.epoch.assign(epoch + 1)
+        run.latest.save(checkpoint_number=epoch + 1)
+        _write_scalars(eval_writer, results, step)
+        train_writer.flush()
+        eval_writer.flush()
+        record = {"epoch": epoch + 1, "step": step, **results}
+        write_json(last_metrics_path, record)
+        if results[BEST_METRIC] > best:
+            best = results[BEST_METRIC]
+            run.best.save(checkpoint_number=epoch + 1)
+            write_json(best_path, record)
+        logging.info("epoch %d/%d step %d train_loss %.4f | eval %s | %.1fs (+%.1fs eval)",
+                     epoch + 1, params.num_epochs, step, loss_sum / max(done, 1),
+                     _format(results), train_time, time.time() - start - train_time)
+    return results
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def restore_model(model_dir, params, checkpoint="latest"):
+    """The network of ``model_dir`` with the weights of its latest or best checkpoint.
+
+    Raises:
+        UserError: if the folder holds no such checkpoint.
+    """
+    if checkpoint not in CHECKPOINT_DIRS:
+        raise UserError(f"unknown checkpoint '{checkpoint}'; use latest or best")
+    folder = os.path.join(model_dir, CHECKPOINT_DIRS[checkpoint])
+    path = tf.train.latest_checkpoint(folder)
+    if not path:
+        raise UserError(f"no checkpoint in {folder}; train first: python train.py "
+                        f"--model_dir {model_dir}")
+    model = build_model(params.replace(distribution="none"))
+    tf.train.Checkpoint(model=model).restore(path).expect_partial()
+    return model
+
+
+def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest"):
+    """Evaluate a saved checkpoint on the test set; writes ``model_dir/metrics_eval.json``."""
+    model = restore_model(model_dir, params, checkpoint)
+    test_images, test_labels = mnist_dataset.load_split(data_dir, "test")
+    input_fn.check_data(test_images, test_labels, params.replace(
+        num_classes_per_batch=None, num_images_per_class=None))
+    results = evaluate(make_eval_step(model, params), params, test_images, test_labels)
+    write_json(os.path.join(model_dir, "metrics_eval.json"),
+               {"checkpoint": tf.train.latest_checkpoint(
+                   os.path.join(model_dir, CHECKPOINT_DIRS[checkpoint])), **results})
+    return results
