@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model import input_fn, metrics, mnist_dataset
+from model import export, input_fn, metrics, mnist_dataset
 from model.model_fn import build_model, make_eval_step, make_train_step
 from model.utils import RESOLVED_PARAMS_FILENAME, UserError, save_params, write_json
 
@@ -111,8 +111,9 @@ def evaluate(eval_step, params, test_images, test_labels):
     """Loss and figures averaged over the test batches, plus the retrieval metrics.
 
     Returns:
-        dict of Python floats: ``loss``, the strategy's figures, ``embedding_mean_norm``,
-        ``precision_at_1``, ``r_precision``, ``map_at_r``.
+        (results, embeddings): a dict of Python floats (``loss``, the strategy's figures,
+        ``embedding_mean_norm``, ``precision_at_1``, ``r_precision``, ``map_at_r``) and
+        the float32 [N, D] embeddings of the evaluated test images.
     """
     totals, count, embeddings = {}, 0, []
     for images, labels in input_fn.test_dataset(test_images, test_labels, params):
@@ -123,9 +124,9 @@ def evaluate(eval_step, params, test_images, test_labels):
         count += size
         embeddings.append(batch_embeddings.numpy())
     results = {name: total / count for name, total in totals.items()}
-    eval_labels = test_labels[:count]
-    results.update(metrics.retrieval_metrics(np.concatenate(embeddings), eval_labels))
-    return results
+    embeddings = np.concatenate(embeddings)
+    results.update(metrics.retrieval_metrics(embeddings, test_labels[:count]))
+    return results, embeddings
 
 
 def _format(results):
@@ -201,7 +202,7 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
     best = _read_json(best_path).get(BEST_METRIC, -math.inf) if restored else -math.inf
 
     if not restored:
-        results = evaluate(eval_step, params, test_images, test_labels)
+        results, _ = evaluate(eval_step, params, test_images, test_labels)
         _write_scalars(eval_writer, results, 0)
         logging.info("Untrained network: %s", _format(results))
 
@@ -224,7 +225,7 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
                     tf.summary.image("train_image", images[:1])
             progress.update(done, loss)
         train_time = time.time() - start
-        results = evaluate(eval_step, params, test_images, test_labels)
+        results, embeddings = evaluate(eval_step, params, test_images, test_labels)
         run.epoch.assign(epoch + 1)
         run.latest.save(checkpoint_number=epoch + 1)
         _write_scalars(eval_writer, results, step)
@@ -239,7 +240,18 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
         logging.info("epoch %d/%d step %d train_loss %.4f | eval %s | %.1fs (+%.1fs eval)",
                      epoch + 1, params.num_epochs, step, loss_sum / max(done, 1),
                      _format(results), train_time, time.time() - start - train_time)
+    _export(run, params, model_dir, embeddings, test_labels)
     return results
+
+
+def _export(run, params, model_dir, embeddings, test_labels):
+    """Export the final network and calibrate its same / different threshold."""
+    export.export_model(run.model, params, model_dir)
+    verification = export.calibrate_verification(
+        embeddings, test_labels[:len(embeddings)], model_dir, seed=params.seed)
+    logging.info("Exported the embedding network to %s; verification threshold %.4f, "
+                 "held-out accuracy %.4f", os.path.join(model_dir, export.EXPORT_DIR),
+                 verification["threshold"], verification["held_out_accuracy"])
 
 
 def _read_json(path):
@@ -274,7 +286,7 @@ def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest"):
     test_images, test_labels = mnist_dataset.load_split(data_dir, "test")
     input_fn.check_data(test_images, test_labels, params.replace(
         num_classes_per_batch=None, num_images_per_class=None))
-    results = evaluate(make_eval_step(model, params), params, test_images, test_labels)
+    results, _ = evaluate(make_eval_step(model, params), params, test_images, test_labels)
     write_json(os.path.join(model_dir, "metrics_eval.json"),
                {"checkpoint": tf.train.latest_checkpoint(
                    os.path.join(model_dir, CHECKPOINT_DIRS[checkpoint])), **results})

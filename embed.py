@@ -1,0 +1,53 @@
+"""Embed images with a trained model; with two images, say whether they show the same class.
+
+    python embed.py --model_dir experiments/base_model digit_a.png digit_b.png
+
+Uses the SavedModel that train.py exports to MODEL_DIR/export and the distance threshold
+calibrated on MNIST test pairs (MODEL_DIR/verification.json). Images must be
+IMAGE_SIZE x IMAGE_SIZE (28 x 28 for MNIST; --resize otherwise), light digits on a dark
+background like MNIST; colour images are converted to grayscale.
+"""
+
+import argparse
+import sys
+
+from model.utils import run_cli
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_dir", required=True, help="experiment folder of a trained run")
+    parser.add_argument("--resize", action="store_true",
+                        help="resize images of another size instead of refusing them")
+    parser.add_argument("images", nargs="+", help="PNG, JPEG, GIF or BMP files")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import numpy as np
+
+    from model import export
+    from model.utils import load_params
+
+    params = load_params(args.model_dir)
+    images = np.stack([export.read_image(path, params.image_size, args.resize)
+                       for path in args.images])
+    module = export.load_exported(args.model_dir)
+    embeddings = module.embed(images).numpy()
+    for path, embedding in zip(args.images, embeddings):
+        print(f"{path}: [{', '.join(f'{v:.5f}' for v in embedding)}]")
+    if len(args.images) == 2:
+        verification = export.read_verification(args.model_dir)
+        distance = float(np.linalg.norm(embeddings[0] - embeddings[1]))
+        threshold = verification["threshold"]
+        verdict = "same" if distance <= threshold else "different"
+        relation = "<=" if verdict == "same" else ">"
+        print(f"distance {distance:.4f} {relation} threshold {threshold:.4f}: {verdict} "
+              f"(held-out verification accuracy {verification['held_out_accuracy']:.4f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,200 @@
+"""End-to-end training on tiny synthetic IDX data (model/training.py, train.py, evaluate.py)."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model import input_fn, model_fn, training
+from model.utils import Params, UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(batch_size=32, num_epochs=2, num_channels=4, embedding_size=8, train_size=240,
+            eval_size=100, save_summary_steps=2, learning_rate=1e-3)
+SPEC_TAGS = {
+    "batch_all": {"loss", "fraction_positive_triplets", "embedding_mean_norm"},
+    "batch_hard": {"loss", "hardest_positive_dist", "hardest_negative_dist", "embedding_mean_norm"},
+    "batch_semihard": {"loss", "embedding_mean_norm"},
+}
+RETRIEVAL = {"precision_at_1", "r_precision", "map_at_r"}
+
+
+def tiny_params(**changes):
+    return Params().replace(**{**TINY, **changes})
+
+
+def event_tags(folder):
+    tags = set()
+    for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
+
+
+def weights_of(model_dir, checkpoint="latest"):
+    model = training.restore_model(model_dir, tiny_params(), checkpoint)
+    return [w.numpy() for w in model.weights]
+
+
+@pytest.mark.parametrize("strategy", sorted(SPEC_TAGS))
+def test_two_epochs_write_checkpoints_summaries_and_metrics(tmp_path, tiny_data_dir, strategy):
+    model_dir = str(tmp_path / "run")
+    params = tiny_params(triplet_strategy=strategy)
+    results = training.train_and_evaluate(params, model_dir, tiny_data_dir)
+
+    assert {"loss", "embedding_mean_norm"} | RETRIEVAL <= set(results)
+    assert all(np.isfinite(v) for v in results.values())
+    steps = input_fn.steps_per_epoch(240, params)
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-2")
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "best"))
+    assert event_tags(os.path.join(model_dir, "train")) == SPEC_TAGS[strategy] | {"train_image"}
+    assert event_tags(os.path.join(model_dir, "eval")) == SPEC_TAGS[strategy] | RETRIEVAL
+    last = json.load(open(os.path.join(model_dir, "metrics_eval_last.json")))
+    assert last["epoch"] == 2 and last["step"] == 2 * steps
+    best = json.load(open(os.path.join(model_dir, "metrics_eval_best.json")))
+    assert best["map_at_r"] >= last["map_at_r"]
+    saved = json.load(open(os.path.join(model_dir, "params_resolved.json")))
+    assert saved["params"]["triplet_strategy"] == strategy
+    assert saved["versions"]["tensorflow"] == tf.__version__
+
+
+def test_training_improves_retrieval(tmp_path, tiny_data_dir):
+    model_dir = str(tmp_path / "run")
+    training.train_and_evaluate(tiny_params(num_epochs=3), model_dir, tiny_data_dir)
+    eval_dir = os.path.join(model_dir, "eval")
+    first_and_last = {}
+    for path in glob.glob(os.path.join(eval_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "map_at_r":
+                    first_and_last[event.step] = float(tf.make_ndarray(value.tensor))
+    assert 0 in first_and_last, "the untrained network is evaluated at step 0"
+    assert first_and_last[max(first_and_last)] > first_and_last[0]
+
+
+def test_resume_continues_and_finished_run_does_nothing(tmp_path, tiny_data_dir):
+    model_dir = str(tmp_path / "run")
+    training.train_and_evaluate(tiny_params(num_epochs=1), model_dir, tiny_data_dir)
+    steps = input_fn.steps_per_epoch(240, tiny_params())
+    results = training.train_and_evaluate(tiny_params(num_epochs=2), model_dir, tiny_data_dir)
+    last = json.load(open(os.path.join(model_dir, "metrics_eval_last.json")))
+    assert last["epoch"] == 2 and last["step"] == 2 * steps
+    mtime = os.path.getmtime(os.path.join(model_dir, "checkpoints", "checkpoint"))
+    again = training.train_and_evaluate(tiny_params(num_epochs=2), model_dir, tiny_data_dir)
+    assert os.path.getmtime(os.path.join(model_dir, "checkpoints", "checkpoint")) == mtime
+    assert again["map_at_r"] == pytest.approx(results["map_at_r"])
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, tiny_data_dir, monkeypatch):
+    straight = str(tmp_path / "straight")
+    training.train_and_evaluate(tiny_params(), straight, tiny_data_dir)
+
+    resumed = str(tmp_path / "resumed")
+    real_train_dataset = input_fn.train_dataset
+
+    def dies_in_second_epoch(images, labels, params, epoch):
+        for batch_index, batch in enumerate(real_train_dataset(images, labels, params, epoch)):
+            if epoch == 1 and batch_index == 3:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(input_fn, "train_dataset", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_and_evaluate(tiny_params(), resumed, tiny_data_dir)
+    assert tf.train.latest_checkpoint(os.path.join(resumed, "checkpoints")).endswith("ckpt-1")
+    monkeypatch.setattr(input_fn, "train_dataset", real_train_dataset)
+    training.train_and_evaluate(tiny_params(), resumed, tiny_data_dir)
+
+    for a, b in zip(weights_of(straight), weights_of(resumed)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nan_guard_names_step_and_keeps_checkpoint(tmp_path, tiny_data_dir, monkeypatch):
+    model_dir = str(tmp_path / "run")
+    training.train_and_evaluate(tiny_params(num_epochs=1), model_dir, tiny_data_dir)
+    before = weights_of(model_dir)
+    real_compute_loss = model_fn.compute_loss
+
+    def diverging(params, labels, embeddings):
+        loss, figures = real_compute_loss(params, labels, embeddings)
+        return loss + np.inf, figures
+
+    monkeypatch.setattr(model_fn, "compute_loss", diverging)
+    steps = input_fn.steps_per_epoch(240, tiny_params())
+    with pytest.raises(training.TrainingDiverged, match=f"at step {steps + 1};"):
+        training.train_and_evaluate(tiny_params(), model_dir, tiny_data_dir)
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-1")
+    for a, b in zip(before, weights_of(model_dir)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_changed_params_refuse_to_resume(tmp_path, tiny_data_dir):
+    model_dir = str(tmp_path / "run")
+    training.train_and_evaluate(tiny_params(num_epochs=1), model_dir, tiny_data_dir)
+    files = sorted(os.listdir(os.path.join(model_dir, "checkpoints")))
+    with pytest.raises(UserError, match=r"margin: 0.5 -> 0.3"):
+        training.train_and_evaluate(tiny_params(margin=0.3), model_dir, tiny_data_dir)
+    assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == files
+
+
+def test_restore_without_checkpoint_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no checkpoint"):
+        training.restore_model(str(tmp_path), tiny_params())
+
+
+def run_script(*args, cwd=REPO):
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_cli_help(script):
+    result = run_script(script, "--help")
+    assert result.returncode == 0 and "--model_dir" in result.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train.py"], "--model_dir"),
+    (["train.py", "--model_dir", "MISSING"], "no params file"),
+    (["evaluate.py", "--model_dir", "MISSING"], "no params file"),
+    (["evaluate.py", "--model_dir", "experiments/base_model", "--checkpoint", "first"],
+     "invalid choice"),
+])
+def test_cli_bad_arguments_exit_2(tmp_path, args, fragment):
+    args = [a.replace("MISSING", str(tmp_path / "missing")) for a in args]
+    result = run_script(*args)
+    assert result.returncode == 2
+    assert fragment in result.stderr
+
+
+def test_cli_broken_params_exit_2_and_touch_nothing(tmp_path):
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text('{"batch_size": 32,}')
+    result = run_script("train.py", "--model_dir", str(model_dir))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "not valid JSON" in result.stderr
+    assert sorted(os.listdir(model_dir)) == ["params.json"]
+
+
+def test_cli_train_then_evaluate(tmp_path, tiny_data_dir):
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text(json.dumps({**TINY, "num_epochs": 1}))
+    result = run_script("train.py", "--model_dir", str(model_dir), "--data_dir", tiny_data_dir)
+    assert result.returncode == 0, result.stderr
+    log = (model_dir / "train.log").read_text()
+    assert "epoch 1/1" in log and "map_at_r" in log
+    result = run_script("evaluate.py", "--model_dir", str(model_dir), "--data_dir",
+                        tiny_data_dir, "--checkpoint", "best")
+    assert result.returncode == 0, result.stderr
+    metrics = json.load(open(model_dir / "metrics_eval.json"))
+    assert RETRIEVAL <= set(metrics) and metrics["checkpoint"].endswith("ckpt-1")
+    missing = run_script("train.py", "--model_dir", str(model_dir), "--data_dir",
+                         str(tmp_path / "nodata"))
+    assert missing.returncode == 2 and "train-images-idx3-ubyte" in missing.stderr
