@@ -202,6 +202,7 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
     best = _read_json(best_path).get(BEST_METRIC, -math.inf) if restored else -math.inf
 
     if not restored:
+        _write_hparams(model_dir, params)
         results, _ = evaluate(eval_step, params, test_images, test_labels)
         _write_scalars(eval_writer, results, 0)
         logging.info("Untrained network: %s", _format(results))
@@ -252,6 +253,19 @@ def _export(run, params, model_dir, embeddings, test_labels):
     logging.info("Exported the embedding network to %s; verification threshold %.4f, "
                  "held-out accuracy %.4f", os.path.join(model_dir, export.EXPORT_DIR),
                  verification["threshold"], verification["held_out_accuracy"])
+
+
+def _write_hparams(model_dir, params):
+    """Record the run in TensorBoard's HParams dashboard.
+
+    No experiment config is written: the dashboard then infers the metrics from the
+    scalars of the run's train/ and eval/ folders, so every run of a search shows up.
+    """
+    from tensorboard.plugins.hparams import api as hp
+
+    values = {key: value for key, value in params.to_dict().items() if value is not None}
+    with tf.summary.create_file_writer(model_dir).as_default():
+        hp.hparams(values, trial_id=os.path.basename(os.path.abspath(model_dir)))
 
 
 def _read_json(path):

@@ -54,3 +54,27 @@ def write_dataset(data_dir, num_train=240, num_test=100, compress=True, size=28)
 def tiny_data_dir(tmp_path):
     """A data_dir with 240 train and 100 test synthetic 28x28 images of 10 classes."""
     return write_dataset(tmp_path / "data")
+
+
+TINY_PARAMS = dict(batch_size=32, num_epochs=1, num_channels=4, embedding_size=8,
+                   train_size=240, eval_size=100, save_summary_steps=2)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """(model_dir, data_dir) of a tiny run trained for one epoch, shared by the tests that read it.
+
+    Tests must not modify it.
+    """
+    import json
+
+    from model import training
+    from model.utils import params_from_dict
+
+    root = tmp_path_factory.mktemp("trained")
+    data_dir = write_dataset(root / "data")
+    model_dir = root / "run"
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text(json.dumps(TINY_PARAMS))
+    training.train_and_evaluate(params_from_dict(TINY_PARAMS), str(model_dir), data_dir)
+    return str(model_dir), data_dir

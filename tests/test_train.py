@@ -54,6 +54,7 @@ def test_two_epochs_write_checkpoints_summaries_and_metrics(tmp_path, tiny_data_
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "best"))
     assert event_tags(os.path.join(model_dir, "train")) == SPEC_TAGS[strategy] | {"train_image"}
     assert event_tags(os.path.join(model_dir, "eval")) == SPEC_TAGS[strategy] | RETRIEVAL
+    assert "_hparams_/session_start_info" in event_tags(model_dir)
     last = json.load(open(os.path.join(model_dir, "metrics_eval_last.json")))
     assert last["epoch"] == 2 and last["step"] == 2 * steps
     best = json.load(open(os.path.join(model_dir, "metrics_eval_best.json")))

@@ -1,0 +1,44 @@
+"""Print a markdown table of the results of every experiment below a folder.
+
+    python synthesize_results.py --parent_dir experiments
+
+Reads each experiment's metrics_eval_best.json (or metrics_eval_last.json with
+--which last): precision@1, R-precision, MAP@R and the eval loss.
+"""
+
+import argparse
+import sys
+
+from model.utils import run_cli
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parent_dir", default="experiments", help="folder to search (default: "
+                        "%(default)s)")
+    parser.add_argument("--which", choices=("best", "last"), default="best",
+                        help="the best epoch's metrics or the last epoch's (default: %(default)s)")
+    parser.add_argument("--output", help="also write the table to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from model import search
+    from model.utils import UserError
+
+    rows = search.collect_results(args.parent_dir, args.which)
+    if not rows:
+        raise UserError(f"no metrics_eval_{args.which}.json below {args.parent_dir}; train an "
+                        "experiment first")
+    table = search.markdown_table(rows)
+    print(table)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

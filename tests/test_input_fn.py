@@ -1,0 +1,223 @@
+"""Input pipelines: batch contents, scaling, shuffling, balanced P x K batches, determinism."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import write_idx
+
+from model import input_fn
+from model.mnist_dataset import SPLITS
+from model.utils import Params, UserError
+
+SIZE = 6
+
+
+def make_data(class_sizes, seed=0):
+    """Images whose first two pixels encode their index; labels grouped then shuffled."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.repeat(np.arange(len(class_sizes)), class_sizes))
+    count = len(labels)
+    images = rng.integers(0, 256, (count, SIZE, SIZE), dtype=np.uint8)
+    images[:, 0, 0] = np.arange(count) % 256
+    images[:, 0, 1] = np.arange(count) // 256
+    images[0, 1, :] = [0, 255, 0, 255, 0, 255]
+    return images, labels.astype(np.int64)
+
+
+def indices_of(batch_images):
+    pixels = np.rint(batch_images.numpy()[:, 0, :2, 0] * 255).astype(np.int64)
+    return pixels[:, 0] + 256 * pixels[:, 1]
+
+
+def epoch_indices(dataset, images, labels):
+    """Per batch, the example indices; checks every batch's pixels and labels on the way."""
+    batches = []
+    for batch_images, batch_labels in dataset:
+        idx = indices_of(batch_images)
+        expected = images[idx].astype(np.float32)[..., None] / np.float32(255)
+        np.testing.assert_allclose(batch_images.numpy(), expected, rtol=1e-6, atol=0)
+        np.testing.assert_array_equal(batch_labels.numpy(), labels[idx])
+        batches.append(idx)
+    return batches
+
+
+def params(**changes):
+    return Params().replace(image_size=SIZE, **changes)
+
+
+def test_scaling_shapes_and_types():
+    images, labels = make_data([30, 30])
+    dataset = input_fn.train_dataset(images, labels, params(batch_size=8), epoch=0)
+    assert dataset.element_spec[0].shape.as_list() == [None, SIZE, SIZE, 1]
+    assert dataset.element_spec[0].dtype == tf.float32
+    assert dataset.element_spec[1].dtype == tf.int64
+    values = np.concatenate([batch.numpy() for batch, _ in dataset])
+    assert values.min() == 0.0 and values.max() == 1.0
+    exact = np.concatenate([b for b, _ in input_fn.test_dataset(images, labels, params())])
+    # First image row 1 holds 0 and 255: exactly 0.0 and 1.0 after scaling.
+    np.testing.assert_array_equal(exact[0, 1, :, 0], [0, 1, 0, 1, 0, 1])
+
+
+def test_random_epoch_covers_every_example_once_and_keeps_last_partial_batch():
+    images, labels = make_data([23, 17, 10])
+    p = params(batch_size=16, train_size=50)
+    batches = epoch_indices(input_fn.train_dataset(images, labels, p, 0), images, labels)
+    assert [len(b) for b in batches] == [16, 16, 16, 2]
+    assert len(batches) == input_fn.steps_per_epoch(len(labels), p)
+    order = np.concatenate(batches)
+    assert sorted(order.tolist()) == list(range(len(labels)))
+    assert order.tolist() != list(range(len(labels)))
+
+
+def test_shuffle_buffer_semantics():
+    count = 200
+    for buffer in (1, 7, 50, 200, 1000):
+        for seed in range(5):
+            order = input_fn.buffered_shuffle(count, buffer, np.random.default_rng(seed))
+            assert sorted(order.tolist()) == list(range(count))
+            # The i-th output must already have entered the buffer of the first buffer + i.
+            assert np.all(order < buffer + np.arange(count))
+            if buffer == 1:
+                assert order.tolist() == list(range(count))
+    # With a small buffer the first outputs are each drawn from the buffer's contents
+    # uniformly: over many seeds every one of the first 7 indices comes first.
+    firsts = {int(input_fn.buffered_shuffle(count, 7, np.random.default_rng(s))[0])
+              for s in range(100)}
+    assert firsts == set(range(7))
+
+
+def test_train_size_is_the_shuffle_buffer():
+    images, labels = make_data([40, 40])
+    p = params(batch_size=10, train_size=1)
+    order = np.concatenate(epoch_indices(input_fn.train_dataset(images, labels, p, 3),
+                                         images, labels))
+    assert order.tolist() == list(range(80))
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_order_depends_only_on_seed_and_epoch(balanced):
+    images, labels = make_data([20, 25, 30, 15])
+    extra = dict(num_classes_per_batch=2, num_images_per_class=5) if balanced else {}
+    p = params(batch_size=10, train_size=100, **extra)
+
+    def order(params_, epoch):
+        return np.concatenate(epoch_indices(
+            input_fn.train_dataset(images, labels, params_, epoch), images, labels)).tolist()
+
+    first = input_fn.train_dataset(images, labels, p, 2)
+    twice = [np.concatenate(epoch_indices(first, images, labels)).tolist() for _ in range(2)]
+    assert twice[0] == twice[1]
+    # A run resumed at epoch 2 builds a fresh dataset after other epochs and global seeds.
+    order(p, 0)
+    order(p, 1)
+    tf.random.set_seed(12345)
+    assert order(p, 2) == twice[0]
+    epochs = [order(p, e) for e in range(4)]
+    assert len({tuple(o) for o in epochs}) == 4
+    assert order(p.replace(seed=231), 2) != twice[0]
+
+
+def test_balanced_batches():
+    # Class 3 has K + 1 images: almost every K-chunk of it straddles two passes.
+    class_sizes = [30, 12, 40, 6, 25, 9, 18]
+    images, labels = make_data(class_sizes, seed=1)
+    num_classes, num_images = 3, 5
+    p = params(batch_size=15, num_classes_per_batch=num_classes,
+               num_images_per_class=num_images)
+    class_slots = collections.Counter()
+    for epoch in range(6):
+        dataset = input_fn.train_dataset(images, labels, p, epoch)
+        batches = epoch_indices(dataset, images, labels)
+        assert len(batches) == len(labels) // 15 == input_fn.steps_per_epoch(len(labels), p)
+        per_class_uses = collections.defaultdict(list)
+        for idx in batches:
+            assert len(idx) == 15 and len(set(idx.tolist())) == 15
+            counts = collections.Counter(labels[idx].tolist())
+            assert len(counts) == num_classes
+            assert set(counts.values()) == {num_images}
+            for i in idx:
+                per_class_uses[int(labels[i])].append(int(i))
+            class_slots.update(counts.keys())
+        # Within a class every image is used once before any image is used again.
+        for c, uses in per_class_uses.items():
+            members = np.flatnonzero(labels == c).tolist()
+            for start in range(0, len(uses), len(members)):
+                window = uses[start:start + len(members)]
+                assert len(set(window)) == len(window)
+                assert set(window) <= set(members)
+    # Classes are drawn uniformly whatever their size: 6 epochs x 10 batches x 3
+    # slots over 7 classes is about 26 draws each.
+    assert len(class_slots) == len(class_sizes)
+    assert all(12 <= n <= 40 for n in class_slots.values()), class_slots
+
+
+def test_balanced_order_with_k_equal_class_size():
+    labels = np.repeat(np.arange(4), 3)
+    order = input_fn.balanced_order(labels, 4, 3, np.random.default_rng(0))
+    assert order.shape == (1, 12)
+    assert sorted(order[0].tolist()) == list(range(12))
+
+
+def test_test_dataset_keeps_file_order_and_eval_size():
+    images, labels = make_data([60, 60])
+    for eval_size, sizes in ((50, [16, 16, 16, 2]), (120, [16] * 7 + [8]), (500, [16] * 7 + [8])):
+        dataset = input_fn.test_dataset(images, labels, params(batch_size=16, eval_size=eval_size))
+        batches = epoch_indices(dataset, images, labels)
+        assert [len(b) for b in batches] == sizes
+        assert np.concatenate(batches).tolist() == list(range(sum(sizes)))
+
+
+@pytest.mark.parametrize("shape, label_count, changes, match", [
+    ((10, 28, 28), 10, {}, r"images are 28 x 28 pixels but params.image_size is 6; "
+                          r'set "image_size": 28'),
+    ((10, 6, 5), 10, {}, r"6 x 5 pixels .* resize them to square"),
+    ((10, 36), 10, {}, r"stack of 2-D images"),
+    ((0, 6, 6), 0, {}, r"non-empty"),
+    ((10, 6, 6), 9, {}, r"10 images but labels of shape \(9,\)"),
+])
+def test_check_data_shapes(shape, label_count, changes, match):
+    images = np.zeros(shape, np.uint8)
+    labels = np.arange(label_count) % 2
+    with pytest.raises(UserError, match=match) as info:
+        input_fn.check_data(images, labels, params(**changes))
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match=match):
+        input_fn.test_dataset(images, labels, params(**changes))
+
+
+def test_check_data_balanced_impossibilities():
+    images, labels = make_data([10, 10, 3, 10])
+    too_many = params(batch_size=10, num_classes_per_batch=5, num_images_per_class=2)
+    with pytest.raises(UserError, match=r"num_classes_per_batch is 5 but the data holds "
+                                        r"only 4 classes; set num_classes_per_batch to at most 4"):
+        input_fn.train_dataset(images, labels, too_many, 0)
+    too_few = params(batch_size=8, num_classes_per_batch=2, num_images_per_class=4)
+    with pytest.raises(UserError, match=r"1 class\(es\) have fewer images \(class 2 has 3, "
+                                        r"the smallest 3\); set num_images_per_class to at most 3"):
+        input_fn.check_data(images, labels, too_few)
+    input_fn.check_data(images, labels, too_few.replace(num_images_per_class=3, batch_size=6))
+    # Without balanced batches the small class is fine.
+    input_fn.check_data(images, labels, params())
+
+
+def test_steps_per_epoch():
+    assert input_fn.steps_per_epoch(60000, Params()) == 938
+    assert input_fn.steps_per_epoch(64, Params()) == 1
+    balanced = Params().replace(num_classes_per_batch=8, num_images_per_class=8)
+    assert input_fn.steps_per_epoch(60000, balanced) == 937
+
+
+def test_input_fns_read_data_dir(tmp_path):
+    images, labels = make_data([12, 12])
+    for split in SPLITS:
+        write_idx(tmp_path / SPLITS[split][0], images, compress=True)
+        write_idx(tmp_path / SPLITS[split][1], labels, compress=True)
+    p = params(batch_size=5, eval_size=7)
+    train = epoch_indices(input_fn.train_input_fn(str(tmp_path), p, 0), images, labels)
+    assert sorted(np.concatenate(train).tolist()) == list(range(24))
+    direct = epoch_indices(input_fn.train_dataset(images, labels, p, 0), images, labels)
+    assert [b.tolist() for b in train] == [b.tolist() for b in direct]
+    test = epoch_indices(input_fn.test_input_fn(str(tmp_path), p), images, labels)
+    assert [b.tolist() for b in test] == [[0, 1, 2, 3, 4], [5, 6]]

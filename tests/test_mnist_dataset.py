@@ -1,0 +1,237 @@
+"""IDX reading and validation, on tiny files written here, and the shipped MNIST copy."""
+
+import gzip
+import hashlib
+import os
+import shutil
+import struct
+
+import numpy as np
+import pytest
+from conftest import write_idx
+
+from model import mnist_dataset
+from model.mnist_dataset import DataError, load_split, read_idx_images, read_idx_labels
+from model.utils import UserError
+
+MNIST_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "data", "mnist")
+IMAGES, LABELS = mnist_dataset.SPLITS["train"]
+# Published SHA-256 of the decompressed canonical files (../shared/datasets/mnist/README.md),
+# written out here rather than imported so that a typo in the module fails the test.
+MNIST_RAW_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
+
+def idx_bytes(magic, dims, payload):
+    """Raw IDX bytes with any header, for malformed files (conftest.write_idx writes valid ones)."""
+    return struct.pack(">I" + "I" * len(dims), magic, *dims) + bytes(payload)
+
+
+def write(path, data, compress):
+    path = str(path) + (".gz" if compress else "")
+    with open(path, "wb") as f:
+        f.write(gzip.compress(data) if compress else data)
+    return path
+
+
+def sample(count=5, rows=3, cols=4, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (count, rows, cols), dtype=np.uint8)
+    labels = rng.integers(0, 10, count, dtype=np.uint8)
+    return images, labels
+
+
+def write_split(folder, images, labels, compress=True, names=(IMAGES, LABELS)):
+    os.makedirs(folder, exist_ok=True)
+    write_idx(os.path.join(folder, names[0]), images, compress)
+    write_idx(os.path.join(folder, names[1]), labels, compress)
+
+
+def raises_one_line(match, func, *args, **kwargs):
+    with pytest.raises(DataError, match=match) as info:
+        func(*args, **kwargs)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_reads_images_and_labels(tmp_path, compress):
+    images, labels = sample()
+    write_split(tmp_path, images, labels, compress)
+    suffix = ".gz" if compress else ""
+    got_images = read_idx_images(str(tmp_path / IMAGES) + suffix)
+    got_labels = read_idx_labels(str(tmp_path / LABELS) + suffix)
+    assert got_images.dtype == np.uint8 and got_images.shape == (5, 3, 4)
+    np.testing.assert_array_equal(got_images, images)
+    assert got_labels.dtype == np.int64
+    np.testing.assert_array_equal(got_labels, labels.astype(np.int64))
+
+
+def test_gzip_is_detected_by_content_not_name(tmp_path):
+    images, _ = sample()
+    path = write_idx(tmp_path / "images.gz", images, compress=False)
+    np.testing.assert_array_equal(read_idx_images(path), images)
+
+
+def test_empty_image_file_is_valid(tmp_path):
+    path = write_idx(tmp_path / "images", np.zeros((0, 28, 28)))
+    assert read_idx_images(path).shape == (0, 28, 28)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("reader, magic, dims, payload, match", [
+    (read_idx_images, 2049, (5,), bytes(5), r"magic 2049 .*expected magic 2051"),
+    (read_idx_images, 0x0D03, (1, 2, 2), bytes(16), r"type 0x0d with 3 dim.*expected magic 2051"),
+    (read_idx_images, 0x89504E47, (), b"", r"not an IDX file"),
+    (read_idx_labels, 2051, (1, 2, 2), bytes(4), r"magic 2051 .*expected magic 2049"),
+    (read_idx_images, 2051, (2, 0, 4), b"", r"0 x 4 pixels"),
+    (read_idx_images, 2051, (2, 3), b"", r"truncated header \(12 of 16 bytes\)"),
+    (read_idx_images, 2051, (2, 3, 4), bytes(23), r"truncated, .*2 x 3 x 4 values \(40 bytes\).* 39 bytes"),
+    (read_idx_labels, 2049, (6,), bytes(5), r"truncated, .*6 values \(14 bytes\).* 13 bytes"),
+    (read_idx_images, 2051, (2, 3, 4), bytes(25), r"1 bytes after the 2 x 3 x 4 values"),
+    (read_idx_labels, 2049, (3,), bytes(7), r"4 bytes after the 3 values"),
+])
+def test_header_and_length_errors(tmp_path, compress, reader, magic, dims, payload, match):
+    path = write(tmp_path / "file", idx_bytes(magic, dims, payload), compress)
+    message = raises_one_line(match, reader, path)
+    assert message.startswith(path + ":")
+
+
+def test_too_short_for_a_magic_number(tmp_path):
+    path = write(tmp_path / "file", b"\x00\x00\x08", compress=False)
+    raises_one_line(r"only 3 bytes", read_idx_labels, path)
+
+
+def test_corrupt_and_truncated_gzip(tmp_path):
+    images, _ = sample(count=50)
+    packed = gzip.compress(idx_bytes(2051, images.shape, images.tobytes()))
+    corrupt = tmp_path / "corrupt.gz"
+    corrupt.write_bytes(packed[:10] + bytes(b ^ 0xFF for b in packed[10:]))
+    raises_one_line(r"corrupt\.gz: corrupt gzip data", read_idx_images, str(corrupt))
+    truncated = tmp_path / "truncated.gz"
+    truncated.write_bytes(packed[:len(packed) // 2])
+    raises_one_line(r"truncated\.gz: corrupt gzip data", read_idx_images, str(truncated))
+
+
+def test_unreadable_path(tmp_path):
+    raises_one_line(r"cannot read it", read_idx_images, str(tmp_path))
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_load_split_gz_and_raw(tmp_path, split):
+    images, labels = sample(count=7)
+    names = mnist_dataset.SPLITS[split]
+    write_split(tmp_path / "gz", images, labels, compress=True, names=names)
+    write_split(tmp_path / "raw", images, labels, compress=False, names=names)
+    for folder in ("gz", "raw"):
+        got_images, got_labels = load_split(str(tmp_path / folder), split, download=False)
+        np.testing.assert_array_equal(got_images, images)
+        np.testing.assert_array_equal(got_labels, labels)
+
+
+def test_raw_file_wins_over_gz(tmp_path):
+    images, labels = sample(count=4)
+    write_split(tmp_path, images, labels, compress=False)
+    write_idx(tmp_path / IMAGES, sample(count=4, seed=1)[0], compress=True)
+    np.testing.assert_array_equal(load_split(str(tmp_path), "train", download=False)[0], images)
+
+
+def test_count_mismatch_names_both_files(tmp_path):
+    images, labels = sample(count=5)
+    write_split(tmp_path, images, labels[:4])
+    message = raises_one_line(r"holds 5 images but .* holds 4 labels", load_split,
+                              str(tmp_path), "train", download=False)
+    assert IMAGES in message and LABELS in message
+
+
+def test_unknown_split(tmp_path):
+    raises_one_line(r"unknown split 'validation'", load_split, str(tmp_path), "validation")
+
+
+def test_missing_files_without_download(tmp_path):
+    message = raises_one_line(r"missing", load_split, str(tmp_path), "test", download=False)
+    assert "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]" in message
+    assert str(tmp_path) in message
+    assert isinstance(DataError("x"), UserError)
+
+
+def test_offline_download_fails_and_leaves_nothing(tmp_path):
+    data_dir = tmp_path / "data"
+    unreachable = [(tmp_path / "no_mirror").as_uri() + "/", "http://127.0.0.1:9/"]
+    message = raises_one_line(r"could not download t10k-images-idx3-ubyte\.gz", load_split,
+                              str(data_dir), "test", mirrors=unreachable)
+    assert "127.0.0.1:9" in message
+    assert "copy t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz from the project's data/mnist/" in message
+    assert os.listdir(data_dir) == []
+
+
+def test_download_verifies_checksum_and_falls_back(tmp_path):
+    mirror_bad, mirror_good, data_dir = (tmp_path / d for d in ("bad", "good", "data"))
+    good = gzip.compress(b"the right bytes")
+    mirror_bad.mkdir()
+    mirror_good.mkdir()
+    (mirror_bad / "f.gz").write_bytes(gzip.compress(b"tampered"))
+    (mirror_good / "f.gz").write_bytes(good)
+    sha = hashlib.sha256(good).hexdigest()
+    path = mnist_dataset.download("f", str(data_dir), [mirror_bad.as_uri() + "/",
+                                                       mirror_good.as_uri() + "/"], sha)
+    assert path == str(data_dir / "f.gz")
+    assert os.listdir(data_dir) == ["f.gz"]
+    assert (data_dir / "f.gz").read_bytes() == good
+
+
+def test_download_with_wrong_checksum_keeps_nothing(tmp_path):
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "f.gz").write_bytes(b"payload")
+    message = raises_one_line(r"SHA-256 [0-9a-f]{64} != " + "0" * 64, mnist_dataset.download,
+                              "f", str(tmp_path / "data"), [(tmp_path / "mirror").as_uri() + "/"],
+                              "0" * 64)
+    assert message.startswith("could not download f.gz")
+    assert os.listdir(tmp_path / "data") == []
+
+
+def test_missing_mnist_file_is_downloaded_next_to_mnist(tmp_path, monkeypatch):
+    images_name, labels_name = mnist_dataset.SPLITS["test"]
+    data_dir, mirror = tmp_path / "data", tmp_path / "mirror"
+    data_dir.mkdir()
+    mirror.mkdir()
+    shutil.copy(os.path.join(MNIST_DIR, images_name + ".gz"), data_dir)
+    served = mirror / (labels_name + ".gz")
+    shutil.copy(os.path.join(MNIST_DIR, labels_name + ".gz"), served)
+    # The shipped copy is re-compressed, so its archive hash is not the canonical one.
+    monkeypatch.setitem(mnist_dataset.ARCHIVE_SHA256, labels_name,
+                        hashlib.sha256(served.read_bytes()).hexdigest())
+    images, labels = load_split(str(data_dir), "test", mirrors=[mirror.as_uri() + "/"])
+    assert images.shape == (10000, 28, 28)
+    assert labels[:5].tolist() == [7, 2, 1, 0, 4]
+    assert sorted(os.listdir(data_dir)) == [images_name + ".gz", labels_name + ".gz"]
+
+
+def test_no_mnist_download_into_another_dataset(tmp_path):
+    images, labels = sample(count=5)
+    write_split(tmp_path / "data", images, labels)
+    os.remove(tmp_path / "data" / (LABELS + ".gz"))
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    shutil.copy(os.path.join(MNIST_DIR, LABELS + ".gz"), mirror)
+    raises_one_line(r"train-labels-idx1-ubyte\[\.gz\] missing .* not MNIST", load_split,
+                    str(tmp_path / "data"), "train", mirrors=[mirror.as_uri() + "/"])
+    assert os.listdir(tmp_path / "data") == [IMAGES + ".gz"]
+
+
+def test_shipped_mnist():
+    for name, sha in MNIST_RAW_SHA256.items():
+        with gzip.open(os.path.join(MNIST_DIR, name + ".gz"), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == sha, name
+        assert mnist_dataset.RAW_SHA256[name] == sha
+    for split, count, first in (("train", 60000, [5, 0, 4, 1, 9]), ("test", 10000, [7, 2, 1, 0, 4])):
+        images, labels = load_split(MNIST_DIR, split, download=False)
+        assert images.shape == (count, 28, 28) and images.dtype == np.uint8
+        assert labels.shape == (count,) and labels.dtype == np.int64
+        assert labels[:5].tolist() == first
+        assert sorted(np.unique(labels).tolist()) == list(range(10))
+        assert images.min() == 0 and images.max() == 255

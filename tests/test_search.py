@@ -1,0 +1,87 @@
+"""Grids, child folders and the results table (model/search.py and its two CLIs)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from model import search
+from model.utils import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_parse_axis_types():
+    assert search.parse_axis("margin=0.2,1") == ("margin", [0.2, 1])
+    assert search.parse_axis("squared=true,false") == ("squared", [True, False])
+    assert search.parse_axis("triplet_strategy=batch_hard, batch_all") == (
+        "triplet_strategy", ["batch_hard", "batch_all"])
+    for bad in ("margin", "=1", "margin="):
+        with pytest.raises(UserError, match="KEY=VALUE"):
+            search.parse_axis(bad)
+
+
+def test_grid_is_the_product_and_validates_every_setting():
+    runs = search.grid({"batch_size": 32}, [("margin", [0.2, 0.5]), ("squared", [True, False])])
+    assert [name for name, _ in runs] == [
+        "margin_0.2-squared_True", "margin_0.2-squared_False",
+        "margin_0.5-squared_True", "margin_0.5-squared_False"]
+    assert runs[1][1] == {"batch_size": 32, "margin": 0.2, "squared": False}
+    with pytest.raises(UserError, match="margin_-1"):
+        search.grid({}, [("margin", [0.5, -1])])
+    with pytest.raises(UserError, match="did you mean 'margin'"):
+        search.grid({}, [("margn", [0.5])])
+    with pytest.raises(UserError, match="twice"):
+        search.grid({}, [("margin", [0.5]), ("margin", [0.2])])
+
+
+def test_write_children_keeps_identical_and_refuses_different(tmp_path):
+    runs = search.grid({}, [("margin", [0.2])])
+    (child,) = search.write_children(str(tmp_path), runs)
+    assert json.load(open(os.path.join(child, "params.json"))) == {"margin": 0.2}
+    assert search.write_children(str(tmp_path), runs) == [child]
+    with open(os.path.join(child, "params.json"), "w") as f:
+        json.dump({"margin": 0.3}, f)
+    with pytest.raises(UserError, match="exists with other params"):
+        search.write_children(str(tmp_path), runs)
+
+
+def test_collect_results_and_table(tmp_path):
+    for name, p1 in (("b", 0.5), ("a/inner", 0.25)):
+        folder = tmp_path / name
+        folder.mkdir(parents=True)
+        (folder / "metrics_eval_best.json").write_text(json.dumps(
+            {"epoch": 3, "precision_at_1": p1, "map_at_r": 0.125}))
+    (tmp_path / "a" / "inner" / "checkpoints").mkdir()
+    rows = search.collect_results(str(tmp_path))
+    assert [name for name, _ in rows] == ["a/inner", "b"]
+    table = search.markdown_table(rows).splitlines()
+    assert table[0] == "| experiment | epoch | precision_at_1 | r_precision | map_at_r | loss |"
+    assert table[2] == "| a/inner | 3 | 0.2500 |  | 0.1250 |  |"
+
+
+def test_search_cli_trains_each_setting(tmp_path, tiny_data_dir):
+    parent = tmp_path / "search"
+    parent.mkdir()
+    (parent / "params.json").write_text(json.dumps(dict(
+        batch_size=32, num_epochs=1, num_channels=2, embedding_size=4, train_size=240,
+        eval_size=100, save_summary_steps=4)))
+    result = subprocess.run(
+        [sys.executable, "search_hyperparams.py", "--parent_dir", str(parent), "--grid",
+         "margin=0.2,0.4", "--data_dir", tiny_data_dir],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    for child in ("margin_0.2", "margin_0.4"):
+        assert (parent / child / "metrics_eval_best.json").exists()
+        assert json.load(open(parent / child / "params.json"))["margin"] == float(child[-3:])
+    assert "| margin_0.2 | 1 |" in result.stdout
+    summary = subprocess.run(
+        [sys.executable, "synthesize_results.py", "--parent_dir", str(parent)],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert summary.returncode == 0 and "| margin_0.4 | 1 |" in summary.stdout
+    empty = subprocess.run(
+        [sys.executable, "synthesize_results.py", "--parent_dir", str(tmp_path / "none")],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert empty.returncode == 2 and "no metrics_eval_best.json" in empty.stderr
