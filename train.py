@@ -34,14 +34,15 @@ def main(argv=None):
     from model.utils import load_params, set_logger
 
     params = load_params(args.model_dir)
-    os.makedirs(args.model_dir, exist_ok=True)
-    set_logger(os.path.join(args.model_dir, "train.log"))
+    from model.distribute import is_chief, make_strategy
     from model.training import train_and_evaluate
-    from model.distribute import make_strategy
 
+    # The strategy comes first: a multi-worker strategy must exist before any other TF op.
+    strategy = make_strategy(params)
+    set_logger(os.path.join(args.model_dir, "train.log") if is_chief(strategy) else None)
     logging.info("Training %s (%s, margin %s) on %s", args.model_dir,
                  params.triplet_strategy, params.margin, args.data_dir)
-    train_and_evaluate(params, args.model_dir, args.data_dir, make_strategy(params))
+    train_and_evaluate(params, args.model_dir, args.data_dir, strategy)
     return 0
 
 

@@ -40,3 +40,24 @@ def configure_precision(params):
         keras.mixed_precision.set_global_policy("mixed_float16")
     else:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files (always, unless multi-worker and not chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    if task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and task_id == 0 and not has_chief
+
+
+def worker_checkpoint_dir(directory, strategy):
+    """Where this worker saves: ``directory`` for the chief, a scratch folder beside it otherwise."""
+    if is_chief(strategy):
+        return directory
+    resolver = strategy.cluster_resolver
+    return os.path.join(os.path.dirname(directory), ".scratch",
+                        f"{resolver.task_type}_{resolver.task_id}", os.path.basename(directory))

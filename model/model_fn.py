@@ -19,11 +19,13 @@ STRATEGY_SUMMARIES = {
 }
 
 
-def build_model(params):
+def build_model(params, dtype_policy=None):
     """The original CNN: 2 x [3x3 conv, optional batch norm, ReLU, 2x2 max-pool], dense.
 
     Input: float images [batch, image_size, image_size, 1] in [0, 1].
-    Output: embeddings [batch, embedding_size], L2-normalised if ``params.l2_normalize``.
+    Output: float32 embeddings [batch, embedding_size], L2-normalised if
+    ``params.l2_normalize``. ``dtype_policy`` (e.g. "float32") overrides Keras's global
+    policy for the hidden layers; the embedding layer always computes in float32.
     """
     # A synchronised batch norm keeps the statistics of the global batch under a
     # strategy, so a distributed step normalises exactly like the single-device one.
@@ -31,14 +33,15 @@ def build_model(params):
     inputs = keras.Input((params.image_size, params.image_size, 1), name="images")
     out = inputs
     for block, channels in enumerate((params.num_channels, 2 * params.num_channels), 1):
-        out = keras.layers.Conv2D(channels, 3, padding="same", name=f"block_{block}_conv")(out)
+        out = keras.layers.Conv2D(channels, 3, padding="same", dtype=dtype_policy,
+                                  name=f"block_{block}_conv")(out)
         if params.use_batch_norm:
             out = keras.layers.BatchNormalization(
-                momentum=params.bn_momentum, synchronized=synchronized,
+                momentum=params.bn_momentum, synchronized=synchronized, dtype=dtype_policy,
                 name=f"block_{block}_bn")(out)
-        out = keras.layers.ReLU(name=f"block_{block}_relu")(out)
-        out = keras.layers.MaxPooling2D(2, name=f"block_{block}_pool")(out)
-    out = keras.layers.Flatten(name="flatten")(out)
+        out = keras.layers.ReLU(dtype=dtype_policy, name=f"block_{block}_relu")(out)
+        out = keras.layers.MaxPooling2D(2, dtype=dtype_policy, name=f"block_{block}_pool")(out)
+    out = keras.layers.Flatten(dtype=dtype_policy, name="flatten")(out)
     # float32 output: distances and the loss must not be computed in half precision.
     out = keras.layers.Dense(params.embedding_size, dtype="float32", name="embedding")(out)
     if params.l2_normalize:
@@ -82,29 +85,56 @@ def _image_spec(params):
             tf.TensorSpec([None], tf.int64))
 
 
+def make_optimizer(params):
+    """Adam (default betas); with float16 compute, wrapped in dynamic loss scaling."""
+    optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate)
+    if keras.mixed_precision.global_policy().compute_dtype == "float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def _replica_slice(images, labels, context):
+    """This replica's contiguous share of the global batch (sizes differ by at most one)."""
+    replicas = context.num_replicas_in_sync
+    replica = context.replica_id_in_sync_group
+    size = tf.shape(labels)[0]
+    start, stop = (replica * size) // replicas, ((replica + 1) * size) // replicas
+    return images[start:stop], labels[start:stop]
+
+
 def make_train_step(model, optimizer, params, strategy=None):
     """A ``tf.function(images, labels) -> (loss, figures)`` that takes one optimizer step.
 
-    With a strategy of N replicas each replica embeds its slice of the global batch;
-    the slices are all-gathered so that every replica mines the same global batch and
-    computes the same loss L. The gradient of ``all_gather`` sums the upstream
-    gradients of all replicas (N identical copies of dL/d(slice)), and the optimizer
-    sums the replicas' gradients again, so each replica differentiates L / N: the
-    update is then exactly that of L on one device.
+    ``images`` and ``labels`` are the whole global batch, on every worker. With a
+    strategy of N replicas each replica embeds its own contiguous slice; the slices are
+    all-gathered back into the global batch, in order, so every replica mines the same
+    triplets and computes the same loss L as a single device would. The gradient of
+    ``all_gather`` sums the upstream gradients of all replicas (N identical copies of
+    dL/d(slice)) and the optimizer sums the replicas' gradients again, so each replica
+    differentiates L / N: the update is exactly that of L on one device.
     """
     strategy = strategy or tf.distribute.get_strategy()
+    scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    # Slot variables created lazily inside the first traced step would be created in a
+    # replica context, which tf.distribute does not allow: create them now.
+    with strategy.scope():
+        optimizer.build(model.trainable_variables)
 
     def replica_step(images, labels):
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync
+        if replicas > 1:
+            images, labels = _replica_slice(images, labels, context)
         with tf.GradientTape() as tape:
             embeddings = model(images, training=True)
             if replicas > 1:
                 embeddings = context.all_gather(embeddings, axis=0)
                 labels = context.all_gather(labels, axis=0)
             loss, figures = compute_loss(params, labels, embeddings)
-            scaled_loss = loss / replicas
-        grads = tape.gradient(scaled_loss, model.trainable_variables)
+            objective = loss / replicas
+            if scales_loss:
+                objective = optimizer.scale_loss(objective)
+        grads = tape.gradient(objective, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss, figures
 

@@ -22,7 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from model import export, input_fn, metrics, mnist_dataset
-from model.model_fn import build_model, make_eval_step, make_train_step
+from model.distribute import is_chief, worker_checkpoint_dir
+from model.model_fn import build_model, make_eval_step, make_optimizer, make_train_step
 from model.utils import RESOLVED_PARAMS_FILENAME, UserError, save_params, write_json
 
 CHECKPOINT_DIRS = {"latest": "checkpoints", "best": "best"}
@@ -45,32 +46,42 @@ def seed_everything(seed):
 
 
 class Run:
-    """The state of one training run in ``model_dir``: model, optimizer, counters, checkpoints."""
+    """The state of one training run in ``model_dir``: model, optimizer, counters, checkpoints.
+
+    Under a multi-worker strategy every worker saves (saving is a collective operation),
+    but only the chief writes into ``model_dir``; the others save into
+    ``model_dir/.scratch/worker_N`` (bounded by keep_checkpoint_max like the chief's).
+    """
 
     def __init__(self, params, model_dir, strategy=None):
         self.params = params
         self.model_dir = model_dir
         self.strategy = strategy or tf.distribute.get_strategy()
+        self.chief = is_chief(self.strategy)
         with self.strategy.scope():
             self.model = build_model(params)
-            self.optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate)
-            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.optimizer = make_optimizer(params)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, step=self.step, epoch=self.epoch)
-        self.latest = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(model_dir, CHECKPOINT_DIRS["latest"]),
-            max_to_keep=params.keep_checkpoint_max, checkpoint_name="ckpt")
-        self.best = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(model_dir, CHECKPOINT_DIRS["best"]),
-            max_to_keep=1, checkpoint_name="ckpt")
+        self.managers = {
+            kind: tf.train.CheckpointManager(
+                self.checkpoint,
+                worker_checkpoint_dir(os.path.join(model_dir, folder), self.strategy),
+                max_to_keep=params.keep_checkpoint_max if kind == "latest" else 1,
+                checkpoint_name="ckpt")
+            for kind, folder in CHECKPOINT_DIRS.items()}
 
     def restore_latest(self):
-        """Restore the latest checkpoint if there is one; returns its path or None."""
-        path = self.latest.latest_checkpoint
+        """Restore the chief's latest checkpoint if there is one; returns its path or None."""
+        path = tf.train.latest_checkpoint(os.path.join(self.model_dir, CHECKPOINT_DIRS["latest"]))
         if path:
             self.checkpoint.restore(path).expect_partial()
         return path
+
+    def save(self, kind):
+        self.managers[kind].save(checkpoint_number=int(self.epoch.numpy()))
 
 
 def check_model_dir(params, model_dir):
@@ -177,8 +188,6 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
     train_images, train_labels = mnist_dataset.load_split(data_dir, "train")
     test_images, test_labels = mnist_dataset.load_split(data_dir, "test")
     input_fn.check_data(train_images, train_labels, params)
-    input_fn.check_data(test_images, test_labels, params.replace(
-        num_classes_per_batch=None, num_images_per_class=None))
 
     seed_everything(params.seed)
     run = Run(params, model_dir, strategy)
@@ -189,19 +198,21 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
                      "num_epochs to train longer.", model_dir, int(run.epoch.numpy()),
                      int(run.step.numpy()))
         return _read_json(last_metrics_path)
-    save_params(params, model_dir)
+    if run.chief:
+        save_params(params, model_dir)
     if restored:
         logging.info("Resuming from %s (epoch %d, step %d)", restored,
                      int(run.epoch.numpy()), int(run.step.numpy()))
 
     train_step = make_train_step(run.model, run.optimizer, params, run.strategy)
     eval_step = make_eval_step(run.model, params)
-    train_writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
-    eval_writer = tf.summary.create_file_writer(os.path.join(model_dir, "eval"))
+    train_writer, eval_writer = (
+        tf.summary.create_file_writer(os.path.join(model_dir, name)) if run.chief
+        else tf.summary.create_noop_writer() for name in ("train", "eval"))
     best_path = os.path.join(model_dir, "metrics_eval_best.json")
     best = _read_json(best_path).get(BEST_METRIC, -math.inf) if restored else -math.inf
 
-    if not restored:
+    if not restored and run.chief:
         _write_hparams(model_dir, params)
         results, _ = evaluate(eval_step, params, test_images, test_labels)
         _write_scalars(eval_writer, results, 0)
@@ -228,26 +239,35 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
         train_time = time.time() - start
         results, embeddings = evaluate(eval_step, params, test_images, test_labels)
         run.epoch.assign(epoch + 1)
-        run.latest.save(checkpoint_number=epoch + 1)
+        run.save("latest")
         _write_scalars(eval_writer, results, step)
         train_writer.flush()
         eval_writer.flush()
         record = {"epoch": epoch + 1, "step": step, **results}
-        write_json(last_metrics_path, record)
-        if results[BEST_METRIC] > best:
+        # Every worker holds the same weights, hence the same results: all agree on "best".
+        is_best = results[BEST_METRIC] > best
+        if is_best:
             best = results[BEST_METRIC]
-            run.best.save(checkpoint_number=epoch + 1)
-            write_json(best_path, record)
+            run.save("best")
+        if run.chief:
+            write_json(last_metrics_path, record)
+            if is_best:
+                write_json(best_path, record)
         logging.info("epoch %d/%d step %d train_loss %.4f | eval %s | %.1fs (+%.1fs eval)",
                      epoch + 1, params.num_epochs, step, loss_sum / max(done, 1),
                      _format(results), train_time, time.time() - start - train_time)
-    _export(run, params, model_dir, embeddings, test_labels)
+    if run.chief:
+        _export(run, params, model_dir, embeddings, test_labels)
     return results
 
 
 def _export(run, params, model_dir, embeddings, test_labels):
     """Export the final network and calibrate its same / different threshold."""
-    export.export_model(run.model, params, model_dir)
+    # A plain single-device float32 copy: the export must not depend on the strategy
+    # or the precision policy the run was trained with.
+    model = build_model(params.replace(distribution="none"), dtype_policy="float32")
+    model.set_weights(run.model.get_weights())
+    export.export_model(model, params, model_dir)
     verification = export.calibrate_verification(
         embeddings, test_labels[:len(embeddings)], model_dir, seed=params.seed)
     logging.info("Exported the embedding network to %s; verification threshold %.4f, "
@@ -289,7 +309,7 @@ def restore_model(model_dir, params, checkpoint="latest"):
     if not path:
         raise UserError(f"no checkpoint in {folder}; train first: python train.py "
                         f"--model_dir {model_dir}")
-    model = build_model(params.replace(distribution="none"))
+    model = build_model(params.replace(distribution="none"), dtype_policy="float32")
     tf.train.Checkpoint(model=model).restore(path).expect_partial()
     return model
 
@@ -298,8 +318,6 @@ def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest"):
     """Evaluate a saved checkpoint on the test set; writes ``model_dir/metrics_eval.json``."""
     model = restore_model(model_dir, params, checkpoint)
     test_images, test_labels = mnist_dataset.load_split(data_dir, "test")
-    input_fn.check_data(test_images, test_labels, params.replace(
-        num_classes_per_batch=None, num_images_per_class=None))
     results, _ = evaluate(make_eval_step(model, params), params, test_images, test_labels)
     write_json(os.path.join(model_dir, "metrics_eval.json"),
                {"checkpoint": tf.train.latest_checkpoint(

@@ -5,6 +5,12 @@ import struct
 
 import numpy as np
 import pytest
+import tensorflow as tf
+
+# Two logical CPU devices for the tf.distribute tests; this must happen before TensorFlow
+# initialises its runtime, hence at conftest import. Everything else runs on the first.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 

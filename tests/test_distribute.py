@@ -1,0 +1,156 @@
+"""tf.distribute with global triplet mining, multi-worker training and mixed precision."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model import distribute, training
+from model.model_fn import build_model, compute_loss, make_train_step
+from model.utils import Params, UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(batch_size=32, num_channels=4, embedding_size=8, train_size=240, eval_size=100,
+            save_summary_steps=4)
+BATCH = 31  # odd: the replicas get 15 and 16 examples
+CPUS = ["/cpu:0", "/cpu:1"]
+
+
+@pytest.fixture(scope="module")
+def mirrored_strategy():
+    # One instance for the module: TF keys collective ops per process, and a second
+    # MirroredStrategy in the same process can collide with the first one's keys.
+    return tf.distribute.MirroredStrategy(CPUS)
+
+
+def one_step(params, strategy, initial_weights, images, labels):
+    # Plain SGD: the update is proportional to the gradient, so a gradient counted twice
+    # (or a replica's share missing) shows; Adam's first step would hide the scale.
+    with strategy.scope():
+        model = build_model(params)
+        optimizer = keras.optimizers.SGD(learning_rate=0.1)
+    model.set_weights(initial_weights)
+    loss, figures = make_train_step(model, optimizer, params, strategy)(images, labels)
+    return float(loss), {k: float(v) for k, v in figures.items()}, model.get_weights()
+
+
+@pytest.mark.parametrize("changes", [
+    dict(triplet_strategy="batch_all"),
+    dict(triplet_strategy="batch_all", soft_margin=True, squared=True),
+    dict(triplet_strategy="batch_hard"),
+    dict(triplet_strategy="batch_semihard", use_batch_norm=True),
+    dict(triplet_strategy="batch_hard", l2_normalize=True, use_batch_norm=True),
+])
+def test_mirrored_step_equals_single_device_step(changes, mirrored_strategy):
+    single = Params().replace(**TINY, **changes)
+    mirrored = single.replace(distribution="mirrored")
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.random((BATCH, 28, 28, 1), dtype=np.float32))
+    labels = tf.constant(rng.integers(0, 4, BATCH), tf.int64)
+    keras.utils.set_random_seed(1)
+    initial = build_model(single).get_weights()
+
+    loss_1, figures_1, weights_1 = one_step(
+        single, tf.distribute.get_strategy(), initial, images, labels)
+    loss_2, figures_2, weights_2 = one_step(
+        mirrored, mirrored_strategy, initial, images, labels)
+
+    assert loss_2 == pytest.approx(loss_1, rel=1e-5)
+    assert figures_2 == pytest.approx(figures_1, rel=1e-5)
+    changed = False
+    for before, a, b in zip(initial, weights_1, weights_2):
+        np.testing.assert_allclose(b - before, a - before, rtol=1e-3, atol=1e-6)
+        changed |= not np.array_equal(a, before)
+    assert changed, "the step must update the weights"
+
+
+def test_mirrored_training_resumes_and_matches_single_device(tmp_path, tiny_data_dir,
+                                                            mirrored_strategy):
+    single = Params().replace(**TINY, num_epochs=2)
+    training.train_and_evaluate(single, str(tmp_path / "single"), tiny_data_dir)
+    mirrored = single.replace(distribution="mirrored")
+    model_dir = str(tmp_path / "mirrored")
+    training.train_and_evaluate(mirrored.replace(num_epochs=1), model_dir, tiny_data_dir,
+                                mirrored_strategy)
+    results = training.train_and_evaluate(mirrored, model_dir, tiny_data_dir, mirrored_strategy)
+    last = json.load(open(os.path.join(model_dir, "metrics_eval_last.json")))
+    assert last["epoch"] == 2 and results["map_at_r"] == last["map_at_r"]
+    a = training.restore_model(str(tmp_path / "single"), single).get_weights()
+    b = training.restore_model(model_dir, mirrored).get_weights()
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(y, x, rtol=1e-3, atol=1e-5)
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_training_gives_identical_weights(tmp_path, tiny_data_dir):
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text(json.dumps(
+        dict(TINY, num_epochs=1, distribution="multi_worker")))
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(
+            [sys.executable, "train.py", "--model_dir", str(model_dir), "--data_dir",
+             tiny_data_dir], cwd=REPO, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=420)[0] for p in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    params = Params().replace(**TINY, num_epochs=1)
+    chief = training.restore_model(str(model_dir), params).get_weights()
+    scratch = model_dir / ".scratch" / "worker_1" / "checkpoints"
+    other = build_model(params)
+    tf.train.Checkpoint(model=other).restore(tf.train.latest_checkpoint(str(scratch))
+                                             ).expect_partial()
+    for a, b in zip(chief, other.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert (model_dir / "metrics_eval_best.json").exists()
+    assert "epoch 1/1" in (model_dir / "train.log").read_text()
+
+
+def test_multi_worker_without_tf_config_is_a_user_error(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(UserError, match="TF_CONFIG is not set"):
+        distribute.make_strategy(Params().replace(distribution="multi_worker"))
+
+
+def test_mixed_precision_loss_close_to_float32():
+    params = Params().replace(**TINY)
+    rng = np.random.default_rng(3)
+    images = tf.constant(rng.random((32, 28, 28, 1), dtype=np.float32))
+    labels = tf.constant(rng.integers(0, 4, 32), tf.int64)
+    keras.utils.set_random_seed(2)
+    reference = build_model(params)
+    try:
+        distribute.configure_precision(params.replace(mixed_precision=True))
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+        mixed = build_model(params)
+        assert mixed.get_layer("block_1_conv").compute_dtype == "bfloat16"
+    finally:
+        distribute.configure_precision(params)
+    mixed.set_weights(reference.get_weights())
+    embeddings_32, embeddings_16 = reference(images), mixed(images)
+    assert embeddings_16.dtype == tf.float32
+    for strategy in ("batch_all", "batch_hard", "batch_semihard"):
+        p = params.replace(triplet_strategy=strategy)
+        loss_32, _ = compute_loss(p, labels, embeddings_32)
+        loss_16, _ = compute_loss(p, labels, embeddings_16)
+        assert float(loss_16) == pytest.approx(float(loss_32), rel=2e-2, abs=1e-3)

@@ -1,0 +1,144 @@
+"""Retrieval metrics (model/metrics.py) against hand-computed cases and a numpy brute force."""
+
+import math
+
+import numpy as np
+import pytest
+
+from model.metrics import retrieval_metrics
+
+
+def brute_force(embeddings, labels):
+    """Leave-one-out P@1, R-precision, MAP@R by explicit loops (ties: lower index first)."""
+    embeddings = np.asarray(embeddings, np.float64)
+    labels = np.asarray(labels)
+    p1, rp, ap = [], [], []
+    for q in range(len(labels)):
+        others = np.array([j for j in range(len(labels)) if j != q], dtype=int)
+        dist = np.sqrt(((embeddings[others] - embeddings[q]) ** 2).sum(axis=1))
+        ranked = others[np.lexsort((others, dist))]  # by distance, then by index
+        relevant = labels[ranked] == labels[q]
+        r = int(relevant.sum())
+        if r == 0:
+            continue
+        p1.append(float(relevant[0]))
+        rp.append(relevant[:r].sum() / r)
+        ap.append(sum(relevant[:i + 1].sum() / (i + 1) for i in range(r) if relevant[i]) / r)
+    if not p1:
+        return {"precision_at_1": math.nan, "r_precision": math.nan, "map_at_r": math.nan}
+    return {"precision_at_1": np.mean(p1), "r_precision": np.mean(rp), "map_at_r": np.mean(ap)}
+
+
+def on_a_line(positions):
+    return np.array(positions, np.float32)[:, None]
+
+
+def assert_metrics(result, expected, tol=1e-12):
+    assert set(result) == {"precision_at_1", "r_precision", "map_at_r"}
+    for name, value in expected.items():
+        assert isinstance(result[name], float)
+        assert result[name] == pytest.approx(value, abs=tol), name
+
+
+# Six points on a line, classes A = {0, 2, 3} and B = {1, 4, 5}, so R = 2 for every query.
+# Per query (ranked labels of the 2 nearest -> P@1, R-precision, AP@R):
+#   q0 at 0:  1(B), 2(A)            -> 0, 1/2, 1/4
+#   q1 at 1:  0(A), 2(A) (tie)      -> 0, 0,   0
+#   q2 at 2:  1(B), 3(A) (tie at 1, index 1 first) -> 0, 1/2, 1/4
+#   q3 at 3:  2(A), 1(B)            -> 1, 1/2, 1/2
+#   q4 at 10: 5(B), 3(A)            -> 1, 1/2, 1/2
+#   q5 at 11: 4(B), 3(A)            -> 1, 1/2, 1/2
+LINE = on_a_line([0, 1, 2, 3, 10, 11])
+LINE_LABELS = np.array([0, 1, 0, 0, 1, 1])
+LINE_EXPECTED = {"precision_at_1": 3 / 6, "r_precision": 2.5 / 6, "map_at_r": 2 / 6}
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 4, 6, 1024])
+def test_hand_computed_line(chunk_size):
+    assert_metrics(retrieval_metrics(LINE, LINE_LABELS, chunk_size=chunk_size), LINE_EXPECTED)
+    assert_metrics(brute_force(LINE, LINE_LABELS), LINE_EXPECTED)
+
+
+def test_perfect_clusters_score_one():
+    points = on_a_line([0, 1, 2, 100, 101, 200, 201, 202, 203])
+    labels = [5, 5, 5, 9, 9, 2, 2, 2, 2]
+    assert_metrics(retrieval_metrics(points, labels),
+                   {"precision_at_1": 1.0, "r_precision": 1.0, "map_at_r": 1.0})
+
+
+def test_ties_go_to_the_lower_index():
+    # The same geometry twice, only the indices differ: query 0 at 0 has two
+    # references at distance 1, one of each class, and R = 1 for every query.
+    # [0 A, -1 B, 1 A, 5 B]: q0 -> index 1 (B) first: 0; q1 -> 0 (A): 0; q2 -> 0 (A): 1;
+    # q3 -> 2 (A): 0.  Mean 1/4.
+    first = retrieval_metrics(on_a_line([0, -1, 1, 5]), [0, 1, 0, 1], chunk_size=1)
+    # [0 A, 1 A, -1 B, 5 B]: q0 -> index 1 (A) first: 1; q1 -> 0: 1; q2 -> 0 (A): 0;
+    # q3 -> 1 (A): 0.  Mean 1/2.
+    second = retrieval_metrics(on_a_line([0, 1, -1, 5]), [0, 0, 1, 1], chunk_size=3)
+    assert_metrics(first, {name: 1 / 4 for name in first})
+    assert_metrics(second, {name: 1 / 2 for name in second})
+
+
+def test_collapsed_embeddings_rank_by_index():
+    # All points equal (a collapsed network): every query retrieves the lowest
+    # other indices first. Labels [0, 1, 0, 1], R = 1: only query 2 (nearest: 0) hits.
+    result = retrieval_metrics(np.ones((4, 3)), [0, 1, 0, 1])
+    assert_metrics(result, {name: 1 / 4 for name in result})
+
+
+def test_queries_without_relevant_references_are_left_out():
+    # Label 7 has one member: it is not a query. The others find each other: 1.0.
+    # Counting it as a miss would give 2/3.
+    result = retrieval_metrics(on_a_line([0, 1, 5]), [3, 3, 7])
+    assert_metrics(result, {"precision_at_1": 1.0, "r_precision": 1.0, "map_at_r": 1.0})
+
+
+@pytest.mark.parametrize("points, labels", [
+    (on_a_line([0, 1, 2]), [0, 1, 2]),
+    (on_a_line([4]), [0]),
+])
+def test_no_query_with_a_relevant_reference_gives_nan(points, labels):
+    result = retrieval_metrics(points, labels)
+    assert set(result) == {"precision_at_1", "r_precision", "map_at_r"}
+    assert all(math.isnan(value) for value in result.values())
+
+
+@pytest.mark.parametrize("chunk_size", [1, 17, 64, 300, 5000])
+def test_matches_brute_force_on_random_clusters(chunk_size):
+    rng = np.random.default_rng(7)
+    n, d = 300, 8
+    # Unbalanced classes with arbitrary label values, one of them a singleton.
+    labels = rng.choice([-3, 0, 4, 11, 12, 100], size=n, p=[.4, .25, .15, .1, .07, .03])
+    labels[17] = 55
+    centres = {label: rng.normal(size=d) for label in np.unique(labels)}
+    embeddings = np.stack([centres[label] for label in labels]) + rng.normal(size=(n, d))
+    embeddings = embeddings.astype(np.float32)
+    expected = brute_force(embeddings, labels)
+    assert 0.3 < expected["map_at_r"] < 0.95  # a case where ranking errors matter
+    assert_metrics(retrieval_metrics(embeddings, labels, chunk_size=chunk_size), expected)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_brute_force_with_many_ties(seed):
+    # Small integer coordinates: many references are exactly equidistant, and the
+    # distances are exact in floating point, so the tie rule decides the ranking.
+    rng = np.random.default_rng(seed)
+    embeddings = rng.integers(0, 3, size=(60, 2)).astype(np.float64)
+    labels = rng.integers(0, 4, size=60)
+    expected = brute_force(embeddings, labels)
+    for chunk_size in (1, 7, 60):
+        assert_metrics(retrieval_metrics(embeddings, labels, chunk_size=chunk_size), expected)
+
+
+@pytest.mark.parametrize("embeddings, labels, chunk_size, message", [
+    (np.zeros(5), np.zeros(5), 8, "2-D"),
+    (np.zeros((0, 3)), np.zeros(0), 8, "2-D"),
+    (np.zeros((3, 2)), np.zeros(4), 8, "labels must have shape"),
+    (np.array([[0.0, np.nan], [1.0, 2.0]]), [0, 0], 8, "NaN"),
+    (np.array([["a", "b"], ["c", "d"]]), [0, 0], 8, "real numbers"),
+    (np.zeros((3, 2)), np.zeros(3), 0, "chunk_size"),
+    (np.zeros((3, 2)), np.zeros(3), 2.5, "chunk_size"),
+])
+def test_bad_input_is_rejected(embeddings, labels, chunk_size, message):
+    with pytest.raises(ValueError, match=message):
+        retrieval_metrics(embeddings, labels, chunk_size=chunk_size)

@@ -1,0 +1,311 @@
+"""Projector files, sprite, PCA and scatter PNG (model/visualize.py) and visualize_embeddings.py."""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorboard.plugins import base_plugin, projector
+from tensorboard.plugins.projector.projector_plugin import ProjectorPlugin
+from werkzeug.test import Client
+
+import visualize_embeddings
+from model import model_fn, training, visualize
+from model.utils import Params, run_cli, write_json
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEY = "test_embeddings/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def numbered_images(n, h, w):
+    """uint8 [n, h, w]; image i is filled with i + 1 (mod 256), so no image is blank."""
+    return ((np.arange(n) + 1) % 256).astype(np.uint8)[:, None, None] * np.ones((1, h, w), np.uint8)
+
+
+def projector_data(n=50, d=6, h=8, w=10, seed=0):
+    rng = np.random.default_rng(seed)
+    embeddings = rng.normal(size=(n, d)).astype(np.float32)
+    labels = rng.integers(0, 10, size=n)
+    images = rng.integers(0, 256, size=(n, h, w)).astype(np.uint8)
+    return embeddings, labels, images
+
+
+def read_png(path):
+    return tf.io.decode_png(tf.io.read_file(path)).numpy()
+
+
+def serve(plugin, route, **query):
+    """GET a projector plugin route the way the TensorBoard front end does."""
+    response = Client(plugin.get_plugin_apps()[route]).get(route, query_string=query)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_data()
+
+
+# --- sprite -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n, side", [(1, 1), (5, 3), (9, 3), (10, 4)])
+def test_sprite_is_a_square_grid_in_row_order(n, side):
+    h, w = 2, 3
+    images = numbered_images(n, h, w)
+    sprite = visualize.make_sprite(images)
+    assert sprite.dtype == np.uint8 and sprite.shape == (side * h, side * w)
+    for cell in range(side * side):
+        row, col = divmod(cell, side)
+        expected = images[cell] if cell < n else np.zeros((h, w), np.uint8)
+        np.testing.assert_array_equal(sprite[row * h:(row + 1) * h, col * w:(col + 1) * w],
+                                      expected)
+
+
+def test_mnist_test_set_gives_a_100_by_100_sprite():
+    images = numbered_images(10000, 28, 28)
+    sprite = visualize.make_sprite(images)
+    assert sprite.shape == (2800, 2800)
+    # Image 123 sits at row 1, column 23.
+    np.testing.assert_array_equal(sprite[28:56, 23 * 28:24 * 28], images[123])
+
+
+@pytest.mark.parametrize("images", [
+    np.zeros((4, 5, 5), np.float32),
+    np.zeros((4, 5, 5, 1), np.uint8),
+    np.zeros((0, 5, 5), np.uint8),
+])
+def test_sprite_rejects_other_than_uint8_n_h_w(images):
+    with pytest.raises(ValueError, match=r"uint8 array \[N, height, width\]"):
+        visualize.make_sprite(images)
+
+
+# --- projector files --------------------------------------------------------------------
+
+def test_projector_files_read_back(tmp_path):
+    embeddings, labels, images = projector_data()
+    paths = visualize.write_projector(str(tmp_path), embeddings, labels, images)
+
+    config = projector.ProjectorConfig()
+    with open(paths["config"]) as f:
+        text_format.Parse(f.read(), config)
+    assert paths["config"] == str(tmp_path / "projector_config.pbtxt")
+    [embedding] = config.embeddings
+    assert embedding.tensor_name == KEY
+    reader = tf.train.load_checkpoint(config.model_checkpoint_path)
+    np.testing.assert_array_equal(reader.get_tensor(embedding.tensor_name), embeddings)
+
+    with open(tmp_path / embedding.metadata_path) as f:
+        assert f.read().splitlines() == [str(label) for label in labels]
+
+    assert list(embedding.sprite.single_image_dim) == [10, 8]  # width, height
+    sprite = read_png(str(tmp_path / embedding.sprite.image_path))
+    assert sprite.shape == (8 * 8, 8 * 10, 1)  # ceil(sqrt(50)) = 8 per side
+    np.testing.assert_array_equal(sprite[:, :, 0], visualize.make_sprite(images))
+
+
+def test_tensorboard_projector_plugin_serves_the_files(tmp_path):
+    # The worst case for finding the right checkpoint: a training checkpoint with
+    # its own 2-D variables saved in the same folder just before.
+    training_vars = tf.train.Checkpoint(kernel=tf.Variable(tf.ones([3, 4])))
+    manager = tf.train.CheckpointManager(training_vars, str(tmp_path), max_to_keep=1)
+    saved = manager.save()
+    embeddings, labels, images = projector_data(n=30, d=4, h=5, w=5)
+    visualize.write_projector(str(tmp_path), embeddings, labels, images)
+    assert tf.train.latest_checkpoint(str(tmp_path)) == saved  # its index is untouched
+
+    plugin = ProjectorPlugin(base_plugin.TBContext(logdir=str(tmp_path), data_provider=None))
+    assert serve(plugin, "/runs") == b'["."]'
+    info = serve(plugin, "/info", run=".")
+    assert KEY.encode() in info and b"kernel" not in info
+    tensor = np.frombuffer(serve(plugin, "/tensor", run=".", name=KEY), np.float32)
+    np.testing.assert_array_equal(tensor.reshape(30, 4), embeddings)
+    metadata = serve(plugin, "/metadata", run=".", name=KEY).decode()
+    assert metadata.splitlines() == [str(label) for label in labels]
+    sprite = serve(plugin, "/sprite_image", run=".", name=KEY)
+    np.testing.assert_array_equal(tf.io.decode_png(sprite)[:, :, 0],
+                                  visualize.make_sprite(images))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(labels=np.zeros(49)), "labels must have shape"),
+    (dict(images=np.zeros((49, 8, 10), np.uint8)), "49 images for 50 embeddings"),
+    (dict(embeddings=np.full((50, 6), np.nan)), "finite"),
+    (dict(tensor_name="my/embeddings"), "Python identifier"),
+    (dict(labels=np.array(["a\tb"] * 50)), "tabs or newlines"),
+    (dict(images=np.zeros((50, 1100, 10), np.uint8)), "at most 8192"),
+])
+def test_projector_rejects_bad_input(tmp_path, change, message):
+    embeddings, labels, images = projector_data()
+    arguments = {**dict(embeddings=embeddings, labels=labels, images=images), **change}
+    with pytest.raises(ValueError, match=message):
+        visualize.write_projector(str(tmp_path), **arguments)
+    assert not os.listdir(tmp_path)
+
+
+# --- PCA --------------------------------------------------------------------------------
+
+def test_pca_of_planar_data_keeps_distances_and_orders_axes():
+    rng = np.random.default_rng(3)
+    plane = rng.normal(size=(200, 2)) * [5.0, 1.0] + [10.0, -4.0]
+    rotation, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    embeddings = np.hstack([plane, np.zeros((200, 4))]) @ rotation.T
+    points = visualize.pca_2d(embeddings)
+    assert points.shape == (200, 2)
+    np.testing.assert_allclose(points.mean(axis=0), 0, atol=1e-9)
+    # A rank-2 set keeps all its pairwise distances in its 2-D PCA.
+    def distances(x):
+        return np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(distances(points), distances(embeddings), atol=1e-9)
+    assert points[:, 0].var() > points[:, 1].var()
+
+
+def test_pca_matches_covariance_eigenvectors_with_fixed_signs():
+    rng = np.random.default_rng(4)
+    embeddings = rng.normal(size=(100, 5)) * [4.0, 3.0, 1.0, 0.5, 0.1] @ \
+        np.linalg.qr(rng.normal(size=(5, 5)))[0]
+    centred = embeddings - embeddings.mean(axis=0)
+    values, vectors = np.linalg.eigh(centred.T @ centred)
+    axes = vectors[:, np.argsort(values)[::-1][:2]].T
+    for axis in axes:
+        axis *= np.sign(axis[np.argmax(np.abs(axis))])
+    np.testing.assert_allclose(visualize.pca_2d(embeddings), centred @ axes.T, atol=1e-9)
+    # The picture does not depend on the order of the rows.
+    order = rng.permutation(100)
+    np.testing.assert_allclose(visualize.pca_2d(embeddings[order]),
+                               visualize.pca_2d(embeddings)[order], atol=1e-9)
+
+
+def test_pca_of_one_dimensional_embeddings_pads_with_zeros():
+    points = visualize.pca_2d(np.array([[1.0], [3.0], [5.0]]))
+    np.testing.assert_allclose(points, [[-2, 0], [0, 0], [2, 0]], atol=1e-12)
+
+
+# --- scatter PNG ------------------------------------------------------------------------
+
+def colour_mask(image, colour):
+    return np.all(image == colour, axis=-1)
+
+
+def test_scatter_png_colours_positions_and_legend(tmp_path):
+    # Label 3 on the left, label 8 on the right (sorted order: 3 -> colour 0, 8 -> colour 1).
+    rng = np.random.default_rng(5)
+    left = rng.normal(size=(40, 2)) * 0.1 + [-5, 0]
+    right = rng.normal(size=(60, 2)) * 0.1 + [5, 0]
+    points = np.vstack([left, right])
+    labels = np.array([3] * 40 + [8] * 60)
+    thumbs = {3: np.full((6, 6), 77, np.uint8), 8: np.full((6, 6), 201, np.uint8)}
+    path = str(tmp_path / "out" / "pca.png")
+    canvas = visualize.scatter_png(path, points, labels, legend_images=thumbs)
+    np.testing.assert_array_equal(read_png(path), canvas)
+
+    height, width, _ = canvas.shape
+    first, second = visualize.PALETTE[0], visualize.PALETTE[1]
+    plot_right_edge = visualize._MARGIN + visualize._PLOT_SIDE
+    columns_first = np.nonzero(colour_mask(canvas[:, :plot_right_edge], first))[1]
+    columns_second = np.nonzero(colour_mask(canvas[:, :plot_right_edge], second))[1]
+    assert columns_first.size and columns_second.size
+    middle = plot_right_edge / 2
+    assert columns_first.max() < middle < columns_second.min()
+    # No other palette colour is used in the plot.
+    for colour in visualize.PALETTE[2:]:
+        assert not colour_mask(canvas, colour).any()
+    # The legend (right of the plot) has one swatch per label, the 2x thumbnails
+    # (6x6 -> 12x12 pixels) and black label digits.
+    legend = canvas[:, plot_right_edge:]
+    assert colour_mask(legend, first).any() and colour_mask(legend, second).any()
+    assert colour_mask(legend, (77, 77, 77)).sum() == 144
+    assert colour_mask(legend, (201, 201, 201)).sum() == 144
+    assert colour_mask(legend, (0, 0, 0)).any()
+
+
+def test_scatter_png_without_legend_images_and_many_labels(tmp_path):
+    # 12 labels: colours repeat after ten; labels that are not numbers get no text.
+    rng = np.random.default_rng(6)
+    points = rng.normal(size=(120, 2))
+    labels = np.array([f"class{i % 12}" for i in range(120)])
+    canvas = visualize.scatter_png(str(tmp_path / "pca.png"), points, labels)
+    assert canvas.dtype == np.uint8 and canvas.ndim == 3
+    for colour in visualize.PALETTE:
+        assert colour_mask(canvas, colour).any()
+    legend = canvas[:, visualize._MARGIN + visualize._PLOT_SIDE:]
+    assert not colour_mask(legend, (0, 0, 0)).any()
+
+
+def test_scatter_png_with_identical_points(tmp_path):
+    canvas = visualize.scatter_png(str(tmp_path / "pca.png"), np.zeros((5, 2)), [1, 1, 2, 2, 2])
+    assert colour_mask(canvas, visualize.PALETTE[1]).any()
+
+
+@pytest.mark.parametrize("points, legend_images, message", [
+    (np.zeros((5, 3)), None, r"points must be a non-empty 2-D array \[N, 2\]"),
+    (np.zeros((5, 2)), {0: np.zeros((4, 4))}, r"legend images must be uint8 \[height, width\]"),
+])
+def test_scatter_png_rejects_bad_input(tmp_path, points, legend_images, message):
+    with pytest.raises(ValueError, match=message):
+        visualize.scatter_png(str(tmp_path / "pca.png"), points, np.zeros(5, int), legend_images)
+    assert not os.listdir(tmp_path)
+
+
+def test_label_mean_images():
+    images = np.array([[[0, 10]], [[4, 20]], [[9, 9]]], np.uint8)
+    means = visualize.label_mean_images(images, np.array([5, 5, 2]))
+    assert sorted(means) == [2, 5]
+    np.testing.assert_array_equal(means[5], [[2, 15]])
+    np.testing.assert_array_equal(means[2], [[9, 9]])
+    assert means[5].dtype == np.uint8
+
+
+# --- visualize_embeddings.py ------------------------------------------------------------
+
+TINY = Params().replace(batch_size=32, num_channels=4, embedding_size=8)
+
+
+def trained_looking_model_dir(tmp_path):
+    """A model_dir with params.json and a checkpoint of a random network, laid out like train.py."""
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    write_json(str(model_dir / "params.json"), TINY.to_dict())
+    model = model_fn.build_model(TINY)
+    folder = model_dir / training.CHECKPOINT_DIRS["latest"]
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(folder), 1).save()
+    return str(model_dir), model
+
+
+def test_cli_writes_projector_files_and_pca_png(tmp_path, tiny_data_dir):
+    from model import mnist_dataset
+
+    model_dir, model = trained_looking_model_dir(tmp_path)
+    assert run_cli(visualize_embeddings.main,
+                   ["--model_dir", model_dir, "--data_dir", tiny_data_dir]) == 0
+
+    images, labels = mnist_dataset.load_split(tiny_data_dir, "test", download=False)
+    config = projector.ProjectorConfig()
+    with open(os.path.join(model_dir, "projector_config.pbtxt")) as f:
+        text_format.Parse(f.read(), config)
+    stored = tf.train.load_checkpoint(config.model_checkpoint_path).get_tensor(KEY)
+    np.testing.assert_allclose(stored, training.embed_images(model, images), atol=1e-5)
+    with open(os.path.join(model_dir, "metadata.tsv")) as f:
+        assert f.read().splitlines() == [str(label) for label in labels]
+    side = math.ceil(math.sqrt(len(images)))
+    assert read_png(os.path.join(model_dir, "sprite.png")).shape == (side * 28, side * 28, 1)
+    assert read_png(os.path.join(model_dir, "embeddings_pca.png")).shape[2] == 3
+
+
+def test_cli_without_checkpoint_exits_2(tmp_path, tiny_data_dir, capsys):
+    model_dir = tmp_path / "untrained"
+    model_dir.mkdir()
+    write_json(str(model_dir / "params.json"), TINY.to_dict())
+    status = run_cli(visualize_embeddings.main,
+                     ["--model_dir", str(model_dir), "--data_dir", tiny_data_dir])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no checkpoint in") and err.count("\n") == 1
+    assert os.listdir(model_dir) == ["params.json"]
+
+
+def test_cli_help_describes_the_outputs():
+    result = subprocess.run([sys.executable, "visualize_embeddings.py", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for word in ("--model_dir", "--checkpoint", "metadata.tsv", "sprite.png",
+                 "projector_config.pbtxt", "embeddings_pca.png", "tensorboard --logdir"):
+        assert word in result.stdout
