@@ -13,8 +13,8 @@ Loads the MNIST train split once, then times:
   building the dataset (the per-epoch NumPy shuffle) and the warm-up. Medians over
   the epochs.
 * one training step of the params in ``--model_dir`` (model.model_fn's network, loss
-  and Adam update) on a fixed batch: median over ``--epochs`` runs of ``--steps``
-  steps after 5 warm-up steps (tracing).
+  and Adam update) on a fixed batch of MNIST: median over ``--epochs`` runs of
+  ``--steps`` steps after 5 warm-up steps (bench_train.time_train_step).
 
 Prints a markdown table and the ratio pipeline / step (the target is >= 10: the
 input pipeline must never be what training waits for).
@@ -29,9 +29,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 WARMUP_BATCHES = 20
-WARMUP_STEPS = 5
 
 
 def parse_args(argv=None):
@@ -65,31 +65,6 @@ def time_pipeline(images, labels, params, epochs):
     return statistics.median(steady), statistics.median(whole)
 
 
-def time_train_step(images, labels, params, runs, steps):
-    """Median images/s of ``params``' training step on one fixed batch."""
-    import keras
-
-    from model import input_fn
-    from model.model_fn import build_model, make_train_step
-
-    keras.utils.set_random_seed(params.seed)
-    model = build_model(params)
-    optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate)
-    train_step = make_train_step(model, optimizer, params)
-    batch_images, batch_labels = next(iter(input_fn.train_dataset(images, labels, params, 0)))
-    for _ in range(WARMUP_STEPS):
-        loss, _ = train_step(batch_images, batch_labels)
-    float(loss)
-    rates = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        for _ in range(steps):
-            loss, _ = train_step(batch_images, batch_labels)
-        float(loss)  # wait for the last step
-        rates.append(steps * params.batch_size / (time.perf_counter() - start))
-    return statistics.median(rates)
-
-
 def main(argv=None):
     args = parse_args(argv)
     import tensorflow as tf
@@ -106,7 +81,11 @@ def main(argv=None):
          *time_pipeline(images, labels, random, args.epochs)),
         ("balanced pipeline (8 x 8)", *time_pipeline(images, labels, balanced, args.epochs)),
     ]
-    step = time_train_step(images, labels, random, args.epochs, args.steps)
+    from bench_train import time_train_step
+    from model import input_fn
+
+    batch_images, batch_labels = next(iter(input_fn.train_dataset(images, labels, random, 0)))
+    step = time_train_step(random, batch_images, batch_labels, args.epochs, args.steps)
 
     print(f"TensorFlow {tf.__version__}, Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, {len(labels)} train images, batch 64, "

@@ -70,21 +70,23 @@ def test_mirrored_step_equals_single_device_step(changes, mirrored_strategy):
     assert changed, "the step must update the weights"
 
 
-def test_mirrored_training_resumes_and_matches_single_device(tmp_path, tiny_data_dir,
+def test_mirrored_training_resumes_like_an_uninterrupted_run(tmp_path, tiny_data_dir,
                                                             mirrored_strategy):
-    single = Params().replace(**TINY, num_epochs=2)
-    training.train_and_evaluate(single, str(tmp_path / "single"), tiny_data_dir)
-    mirrored = single.replace(distribution="mirrored")
-    model_dir = str(tmp_path / "mirrored")
-    training.train_and_evaluate(mirrored.replace(num_epochs=1), model_dir, tiny_data_dir,
+    # Weights are compared run against run under the same strategy: Adam turns the
+    # round-off of a different summation order (one device vs two) into visibly
+    # different updates of near-zero gradients, so a single-device run is no reference
+    # over many steps (test_mirrored_step_equals_single_device_step covers one step).
+    params = Params().replace(**TINY, num_epochs=2, distribution="mirrored")
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    training.train_and_evaluate(params, straight, tiny_data_dir, mirrored_strategy)
+    training.train_and_evaluate(params.replace(num_epochs=1), resumed, tiny_data_dir,
                                 mirrored_strategy)
-    results = training.train_and_evaluate(mirrored, model_dir, tiny_data_dir, mirrored_strategy)
-    last = json.load(open(os.path.join(model_dir, "metrics_eval_last.json")))
+    results = training.train_and_evaluate(params, resumed, tiny_data_dir, mirrored_strategy)
+    last = json.load(open(os.path.join(resumed, "metrics_eval_last.json")))
     assert last["epoch"] == 2 and results["map_at_r"] == last["map_at_r"]
-    a = training.restore_model(str(tmp_path / "single"), single).get_weights()
-    b = training.restore_model(model_dir, mirrored).get_weights()
-    for x, y in zip(a, b):
-        np.testing.assert_allclose(y, x, rtol=1e-3, atol=1e-5)
+    for a, b in zip(training.restore_model(straight, params).get_weights(),
+                    training.restore_model(resumed, params).get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def free_ports(count):

@@ -1,0 +1,111 @@
+"""Training throughput of base_model's step: exact O(B^2) batch-all vs the textbook B^3 one.
+
+Usage:
+    python benchmarks/bench_train.py [--model_dir experiments/base_model]
+                                     [--batch_sizes 64,512] [--steps 30] [--runs 3]
+                                     [--mixed_precision]
+
+For each batch size, times the full training step (forward, loss, backward, Adam
+update, as train.py runs it) on a fixed batch of MNIST-shaped random images with 10
+classes: median over ``--runs`` runs of ``--steps`` steps after warm-up. The same
+network is timed with ``model.triplet_loss.batch_all_triplet_loss_naive`` (the B x B x B
+definition) in place of the exact O(B^2) batch-all. Prints a markdown table.
+"""
+
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+WARMUP_STEPS = 5
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model_dir", default=os.path.join(ROOT, "experiments", "base_model"),
+                        help="experiment whose params.json is timed (default: %(default)s)")
+    parser.add_argument("--batch_sizes", default="64,512",
+                        help="comma-separated batch sizes (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per run")
+    parser.add_argument("--runs", type=int, default=3, help="runs to take the median of")
+    parser.add_argument("--mixed_precision", action="store_true",
+                        help="also time the step with params mixed_precision true")
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def textbook_batch_all():
+    """Make the training step use the B^3 batch-all definition."""
+    from model import triplet_loss
+
+    exact = triplet_loss.batch_all_triplet_loss
+    triplet_loss.batch_all_triplet_loss = triplet_loss.batch_all_triplet_loss_naive
+    try:
+        yield
+    finally:
+        triplet_loss.batch_all_triplet_loss = exact
+
+
+def time_train_step(params, images, labels, runs, steps):
+    """Median images/s of ``params``' training step on one fixed batch (images, labels)."""
+    import keras
+
+    from model.distribute import configure_precision
+    from model.model_fn import build_model, make_optimizer, make_train_step
+
+    configure_precision(params)
+    keras.utils.set_random_seed(params.seed)
+    model = build_model(params)
+    train_step = make_train_step(model, make_optimizer(params), params)
+    for _ in range(WARMUP_STEPS):
+        loss, _ = train_step(images, labels)
+    float(loss)
+    rates = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss, _ = train_step(images, labels)
+        float(loss)  # wait for the last step
+        rates.append(steps * int(labels.shape[0]) / (time.perf_counter() - start))
+    configure_precision(params.replace(mixed_precision=False))
+    return statistics.median(rates)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import numpy as np
+    import tensorflow as tf
+
+    from model.utils import load_params
+
+    params = load_params(args.model_dir)
+    variants = [("exact batch-all, O(B^2)", {}, contextlib.nullcontext)]
+    if args.mixed_precision:
+        variants.append(("exact batch-all, mixed precision", {"mixed_precision": True},
+                         contextlib.nullcontext))
+    variants.append(("textbook batch-all, B^3", {}, textbook_batch_all))
+    rng = np.random.default_rng(0)
+    print(f"TensorFlow {tf.__version__}, Python {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs, {args.model_dir}, median of {args.runs} x {args.steps} steps\n")
+    print("| batch | step | images/s | ms/step |")
+    print("|---:|---|---:|---:|")
+    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+        images = tf.constant(rng.random((batch_size, params.image_size, params.image_size, 1),
+                                        dtype=np.float32))
+        labels = tf.constant(np.arange(batch_size) % params.num_labels, tf.int64)
+        for name, changes, context in variants:
+            with context():
+                rate = time_train_step(params.replace(batch_size=batch_size, **changes),
+                                       images, labels, args.runs, args.steps)
+            print(f"| {batch_size} | {name} | {rate:,.0f} | {1000 * batch_size / rate:.1f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
