@@ -14,15 +14,20 @@ from model.utils import run_cli
 from train import DEFAULT_DATA_DIR
 
 
+def add_test_data_arguments(parser):
+    """--data_dir and --checkpoint, shared with visualize_embeddings.py."""
+    parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
+                        help="folder with the IDX test files (default: %(default)s)")
+    parser.add_argument("--checkpoint", choices=("latest", "best"), default="latest",
+                        help="which checkpoint to use: the last epoch's or the one with the "
+                             "best eval MAP@R (default: %(default)s)")
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True, help="experiment folder of a trained run")
-    parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
-                        help="folder with the IDX test files (default: %(default)s)")
-    parser.add_argument("--checkpoint", choices=("latest", "best"), default="latest",
-                        help="which checkpoint to evaluate: the last epoch's or the one "
-                             "with the best eval MAP@R (default: %(default)s)")
+    add_test_data_arguments(parser)
     return parser.parse_args(argv)
 
 

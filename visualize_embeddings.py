@@ -22,7 +22,7 @@ import os
 import sys
 
 from model.utils import run_cli
-from train import DEFAULT_DATA_DIR
+from evaluate import add_test_data_arguments
 
 PCA_FILENAME = "embeddings_pca.png"
 # Images per forward pass: small enough for any machine, large enough to be quick.
@@ -34,11 +34,7 @@ def parse_args(argv):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True,
                         help="experiment folder of a trained run; the files are written there")
-    parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
-                        help="folder with the IDX test files (default: %(default)s)")
-    parser.add_argument("--checkpoint", choices=("latest", "best"), default="latest",
-                        help="which checkpoint to embed with: the last epoch's or the one "
-                             "with the best eval MAP@R (default: %(default)s)")
+    add_test_data_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -52,8 +48,7 @@ def main(argv=None):
     params = load_params(args.model_dir)
     model = training.restore_model(args.model_dir, params, args.checkpoint)
     images, labels = mnist_dataset.load_split(args.data_dir, "test")
-    input_fn.check_data(images, labels, params.replace(
-        num_classes_per_batch=None, num_images_per_class=None))
+    input_fn.check_shapes(images, labels, params)
     embeddings = training.embed_images(model, images, batch_size=EMBED_BATCH_SIZE)
 
     paths = visualize.write_projector(args.model_dir, embeddings, labels, images)

@@ -40,7 +40,7 @@ def check_data(images, labels, params):
             of different lengths, or balanced batches that cannot be built (fewer
             classes present than P, or a class with fewer than K images).
     """
-    _check_shapes(images, labels, params)
+    check_shapes(images, labels, params)
     if not params.balanced_batches:
         return
     p, k = params.num_classes_per_batch, params.num_images_per_class
@@ -58,7 +58,8 @@ def check_data(images, labels, params):
             f"{fewest}); set num_images_per_class to at most {fewest} or remove those classes")
 
 
-def _check_shapes(images, labels, params):
+def check_shapes(images, labels, params):
+    """Raise UserError unless images are [N, S, S] with S = params.image_size and one label each."""
     size = params.image_size
     if images.ndim != 3 or len(images) == 0:
         raise UserError(f"expected a non-empty stack of 2-D images [N, rows, cols], got "
@@ -231,7 +232,7 @@ def test_dataset(images, labels, params):
         ``tf.data.Dataset`` of (float32 [b, S, S, 1] in [0, 1], int64 [b]), batches of
         ``params.batch_size`` (the last one may be smaller).
     """
-    _check_shapes(images, labels, params)
+    check_shapes(images, labels, params)
     count = min(params.eval_size, len(labels))
     index_batches = _cut(np.arange(count), params.batch_size)
     return _gather_batches(images, labels, index_batches, params)
