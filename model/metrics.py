@@ -14,27 +14,50 @@ Each figure is the mean over queries.
 
 Conventions:
 
-* Ties: references at equal distance (equal in float64 arithmetic) are ranked
-  by their index in the set, lowest first, so the result never depends on the
-  sort algorithm or on ``chunk_size``.
+* References are ranked by the float64 score |r|^2 - 2 q.r, the squared
+  distance less the query's own |q|^2 (the same for all its references). Ties,
+  references whose scores are equal in float64, are ranked by their index in
+  the set, lowest first, so the ranking never depends on the sort algorithm,
+  on ``chunk_size`` or on threads.
 * A query whose label has no other member (R = 0) has nothing to retrieve, so it
   is left out of all three means (the same queries for every figure). If every
   query is left out, the figures are NaN rather than 0, so an undefined score
   is not mistaken for a bad one.
 
-The work is done in chunks of queries with TensorFlow ops: a chunk x N block of
-scores, then a top-k with k = the largest R in the chunk. Memory is a few
-chunk x N float64 blocks (about 80 MB each for 1024 x 10,000), not N x N: for
-N = 10,000 and the default chunk_size the peak is about 250 MB above the
-process's baseline (benchmarks/bench_metrics.py).
+Method (numpy, exact; benchmarks/bench_metrics.py): queries go in chunks of
+``chunk_size``, each chunk's scores against every reference one matrix product.
+With k the largest R of the chunk, each query needs only its k nearest, in
+order. A threshold taken from a fixed random sample of the references keeps a
+little more than k candidates per query (a query left with fewer gets its exact
+k-th score as threshold instead). The candidates are sorted as int64 keys
+(query, score cut to the bits left, index); where two neighbours' cut scores
+are equal, their float64 scores are compared, and the rare rows that the cut
+put out of order are sorted again exactly. Chunks are shared between
+MAX_THREADS threads (numpy releases the GIL), each with its own chunk x N
+blocks: about 170 MB per thread for N = 10,000 and the default chunk_size.
 """
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import tensorflow as tf
 
 METRIC_NAMES = ("precision_at_1", "r_precision", "map_at_r")
+
+# References in the sample that sets each query's candidate threshold: enough for
+# a threshold close to the k-th nearest, few next to N so that it costs little.
+SAMPLE_SIZE = 1024
+# Standard deviations of the sample's count added to the threshold's rank: more
+# candidates to sort for every query against more queries (about 2% at 2) whose
+# threshold falls short and is computed exactly.
+SAMPLE_MARGIN = 2.0
+# Candidates sorted in one go: few enough to stay in the CPU caches, and a bound
+# on memory when ties make most references candidates.
+MAX_CANDIDATES = 1 << 17
+# Threads, each with its own chunk x N blocks: memory grows with them.
+MAX_THREADS = 2
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 def _check_inputs(embeddings, labels, chunk_size):
@@ -62,41 +85,156 @@ def _check_inputs(embeddings, labels, chunk_size):
     return embeddings, labels
 
 
-def _chunk_sums(refs, ref_sq_norms, class_ids, start, stop, num_relevant):
-    """Per-query precision@1, R-precision and average precision@R for one chunk.
+def _sample_rank(k, n, m):
+    """Rank (0-based) in a query's sorted sample scores of its candidate threshold.
+
+    About m * k / (n - 1) of the m sampled references are among the query's k
+    nearest; SAMPLE_MARGIN standard deviations more keep most queries above it.
+    """
+    expected = m * k / (n - 1)
+    return int(min(m - 1, math.ceil(expected + SAMPLE_MARGIN * math.sqrt(expected))))
+
+
+def _sort_candidates(scores, flat, bounds, first_row):
+    """Reference indices of some rows' candidates, each row's sorted by (score, index).
 
     Args:
-        refs: float64 tensor [N, D], all embeddings.
-        ref_sq_norms: float64 tensor [N], their squared L2 norms.
-        class_ids: int64 tensor [N], label of each embedding as a class index.
-        start, stop: the chunk is the queries refs[start:stop] (C = stop - start).
-        num_relevant: int64 numpy array [C], R of each query of the chunk, max >= 1.
+        scores: float64 [C, N], a chunk's scores.
+        flat: int64 [M], increasing positions in scores.ravel() of the
+            candidates of rows first_row, first_row + 1, ...
+        bounds: int64 [G + 1], row first_row + g's candidates are
+            flat[bounds[g]:bounds[g + 1]]; bounds[0] = 0.
+        first_row: the chunk row of the first candidates.
 
     Returns:
-        Three float64 numpy arrays [C]; entries of queries with R = 0 are 0.
+        int64 [M], reference indices in the order of the rows, sorted within each.
     """
-    n = refs.shape[0]
-    queries = refs[start:stop]
-    # -|q - r|^2 + |q|^2: the |q|^2 term is the same for every reference of a
-    # query, so it does not change the ranking and is left out.
-    scores = 2.0 * tf.matmul(queries, refs, transpose_b=True) - ref_sq_norms[None, :]
-    is_self = tf.one_hot(tf.range(start, stop), n, on_value=True, off_value=False,
-                         dtype=tf.bool)
-    scores = tf.where(is_self, tf.constant(-np.inf, tf.float64), scores)
-    k = int(num_relevant.max())
-    # top_k puts the lower index first among equal scores: the documented tie rule.
-    _, nearest = tf.math.top_k(scores, k=k, sorted=True)
-    relevant = tf.equal(tf.gather(class_ids, nearest), class_ids[start:stop, None])
-    ranks = tf.range(1, k + 1, dtype=tf.int64)
-    r = tf.constant(num_relevant, tf.int64)
-    # Only the first R retrieved count for R-precision and MAP@R.
-    relevant = tf.cast(relevant & (ranks[None, :] <= r[:, None]), tf.float64)
-    hits_so_far = tf.cumsum(relevant, axis=1)
-    precision_at_i = hits_so_far / tf.cast(ranks, tf.float64)[None, :]
-    r_safe = tf.cast(tf.maximum(r, 1), tf.float64)
-    r_precision = hits_so_far[:, -1] / r_safe
-    average_precision = tf.reduce_sum(precision_at_i * relevant, axis=1) / r_safe
-    return relevant[:, 0].numpy(), r_precision.numpy(), average_precision.numpy()
+    num_rows, n = scores.shape
+    rows = np.repeat(np.arange(first_row, first_row + len(bounds) - 1), np.diff(bounds))
+    index = flat - rows * n
+    # One int64 key (row, score, index) per candidate. Flipping the non-sign bits
+    # of negative floats makes the order of their bits as int64 the float order;
+    # keeping only the high bits keeps that order, except that distinct scores
+    # may come out equal: those are checked below.
+    index_bits = (n - 1).bit_length()
+    value_bits = 63 - (num_rows - 1).bit_length() - index_bits
+    bits = scores.ravel()[flat].view(np.int64)
+    bits ^= (bits >> 63) & _INT64_MAX
+    keys = rows << (value_bits + index_bits)
+    keys |= ((bits >> (64 - value_bits)) + (1 << (value_bits - 1))) << index_bits
+    keys |= index
+    keys.sort()
+    index = keys & ((1 << index_bits) - 1)
+    rounded = keys >> index_bits
+    clash = np.flatnonzero(rounded[1:] == rounded[:-1])
+    # Neighbours with the same row and cut score are in index order: right unless
+    # their float64 scores decrease.
+    wrong = clash[scores[rows[clash], index[clash]] > scores[rows[clash], index[clash + 1]]]
+    for row in np.unique(rows[wrong]):
+        part = slice(bounds[row - first_row], bounds[row - first_row + 1])
+        index[part] = index[part][np.lexsort((index[part], scores[row, index[part]]))]
+    return index
+
+
+def _nearest(scores, sample_scores, k, mask):
+    """The k nearest references of each query of a chunk, nearest first.
+
+    Args:
+        scores: float64 [C, N], the score of every reference for each query,
+            +inf for the query itself.
+        sample_scores: float64 [C, SAMPLE_SIZE], the same for a fixed random
+            sample of the references, or None to use them all.
+        k: number of nearest references, 1 <= k <= N - 1.
+        mask: bool [C, N], work space.
+
+    Returns:
+        int64 [C, k] reference indices ordered by (score, index).
+    """
+    num_rows, n = scores.shape
+    if sample_scores is None:
+        thresholds = np.partition(scores, k - 1, axis=1)[:, k - 1]
+    else:
+        rank = _sample_rank(k, n, sample_scores.shape[1])
+        thresholds = np.partition(sample_scores, rank, axis=1)[:, rank]
+    np.less_equal(scores, thresholds[:, None], out=mask)
+    short = np.count_nonzero(mask, axis=1) < k
+    if short.any():
+        # The sample put these queries' thresholds below their k-th nearest.
+        exact = np.partition(scores[short], k - 1, axis=1)[:, k - 1]
+        mask[short] = scores[short] <= exact[:, None]
+    flat = np.flatnonzero(mask)
+    bounds = np.searchsorted(flat, np.arange(num_rows + 1) * n)
+    nearest = np.empty((num_rows, k), np.int64)
+    start = 0
+    while start < num_rows:
+        stop = int(np.searchsorted(bounds, bounds[start] + MAX_CANDIDATES, side="right")) - 1
+        stop = max(stop, start + 1)
+        part = bounds[start:stop + 1] - bounds[start]
+        index = _sort_candidates(scores, flat[bounds[start]:bounds[stop]], part, start)
+        nearest[start:stop] = index[part[:-1, None] + np.arange(k)]
+        start = stop
+    return nearest
+
+
+class _Chunks:
+    """What every chunk of queries needs, read-only, so that threads can share it.
+
+    Args:
+        embeddings: float64 [N, D].
+        class_index: int64 [N], label of each embedding as a class index.
+        num_relevant: int64 [N], R of each query.
+        chunk_size: queries per chunk.
+    """
+
+    def __init__(self, embeddings, class_index, num_relevant, chunk_size):
+        n = len(embeddings)
+        self.class_index, self.num_relevant, self.chunk_size = class_index, num_relevant, chunk_size
+        # One product gives the scores: [q, 1] . [-2 r, |r|^2] = |r|^2 - 2 q.r.
+        self.queries = np.concatenate([embeddings, np.ones((n, 1))], axis=1)
+        self.references = np.ascontiguousarray(np.concatenate(
+            [-2.0 * embeddings, np.sum(embeddings * embeddings, axis=1, keepdims=True)],
+            axis=1).T)
+        self.sample = None
+        if n > SAMPLE_SIZE:
+            # Fixed seed, though the sample only affects speed, never the result.
+            # Sorted, so that gathering its columns reads memory in order.
+            self.sample = np.sort(np.random.default_rng(0).choice(n, SAMPLE_SIZE, replace=False))
+
+    def totals(self, starts):
+        """Per-query figures summed over the chunks that begin at ``starts``.
+
+        Args:
+            starts: iterable of int, first query of each chunk.
+
+        Returns:
+            float64 [3], sums of precision@1, R-precision and AP@R; a query with
+            R = 0 adds 0.
+        """
+        n = len(self.queries)
+        size = min(self.chunk_size, n)
+        # Reused by every chunk: a fresh chunk x N block would be paged in each time.
+        score_buffer, mask = np.empty((size, n)), np.empty((size, n), bool)
+        totals = np.zeros(len(METRIC_NAMES))
+        for start in starts:
+            stop = min(start + self.chunk_size, n)
+            chunk_r = self.num_relevant[start:stop]
+            if chunk_r.max() == 0:
+                continue
+            scores = np.matmul(self.queries[start:stop], self.references,
+                               out=score_buffer[:stop - start])
+            scores[np.arange(stop - start), np.arange(start, stop)] = np.inf
+            sample_scores = None if self.sample is None else np.take(scores, self.sample, axis=1)
+            k = int(chunk_r.max())
+            nearest = _nearest(scores, sample_scores, k, mask[:stop - start])
+            ranks = np.arange(1, k + 1)
+            # Only the first R retrieved count for R-precision and MAP@R.
+            relevant = ((self.class_index[nearest] == self.class_index[start:stop, None])
+                        & (ranks <= chunk_r[:, None]))
+            hits_so_far = np.cumsum(relevant, axis=1)
+            r_safe = np.maximum(chunk_r, 1)
+            totals += [np.sum(relevant[:, 0]), np.sum(hits_so_far[:, -1] / r_safe),
+                       np.sum(np.sum(relevant * (hits_so_far / ranks), axis=1) / r_safe)]
+        return totals
 
 
 def retrieval_metrics(embeddings, labels, chunk_size=1024):
@@ -106,7 +244,7 @@ def retrieval_metrics(embeddings, labels, chunk_size=1024):
         embeddings: float array [N, D] (any real dtype; computed in float64).
         labels: array [N] of labels (integers, or anything numpy can compare).
         chunk_size: number of queries handled at once; memory grows as
-            chunk_size x N. The result does not depend on it.
+            chunk_size x N per thread. The result does not depend on it.
 
     Returns:
         dict with float values for "precision_at_1", "r_precision" and
@@ -125,17 +263,13 @@ def retrieval_metrics(embeddings, labels, chunk_size=1024):
     if not has_relevant.any():
         return {name: math.nan for name in METRIC_NAMES}
 
-    refs = tf.constant(embeddings, tf.float64)
-    ref_sq_norms = tf.reduce_sum(tf.square(refs), axis=1)
-    class_ids = tf.constant(class_index, tf.int64)
-    totals = np.zeros(len(METRIC_NAMES))
-    for start in range(0, len(labels), chunk_size):
-        stop = min(start + chunk_size, len(labels))
-        chunk_r = num_relevant[start:stop]
-        if chunk_r.max() == 0:
-            continue
-        per_query = _chunk_sums(refs, ref_sq_norms, class_ids, start, stop, chunk_r)
-        mask = has_relevant[start:stop]
-        totals += [values[mask].sum() for values in per_query]
-    means = totals / has_relevant.sum()
+    chunks = _Chunks(embeddings.astype(np.float64), class_index, num_relevant, chunk_size)
+    starts = range(0, len(labels), chunk_size)
+    num_threads = max(1, min(MAX_THREADS, os.cpu_count() or 1, len(starts)))
+    # Chunk i goes to thread i % num_threads and the threads' sums are added in
+    # order, so the figures do not depend on scheduling.
+    with ThreadPoolExecutor(num_threads) as pool:
+        per_thread = list(pool.map(chunks.totals,
+                                   [starts[i::num_threads] for i in range(num_threads)]))
+    means = np.sum(per_thread, axis=0) / has_relevant.sum()
     return {name: float(value) for name, value in zip(METRIC_NAMES, means)}

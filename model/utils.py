@@ -255,6 +255,9 @@ def run_cli(main, argv=None):
     """Run an entry script's ``main(argv)``; a :class:`UserError` prints one line and exits 2."""
     # TensorFlow's C++ start-up banners bury the one-line messages users need to read.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # OpenBLAS's spinning helper threads would fight the retrieval metrics' own two
+    # worker threads (measured: 1.3 s -> 0.95 s for 10,000 test embeddings).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         return main(argv)
     except UserError as err:

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from model import metrics
 from model.metrics import retrieval_metrics
 
 
@@ -142,3 +143,56 @@ def test_matches_brute_force_with_many_ties(seed):
 def test_bad_input_is_rejected(embeddings, labels, chunk_size, message):
     with pytest.raises(ValueError, match=message):
         retrieval_metrics(embeddings, labels, chunk_size=chunk_size)
+
+
+def gaussian_clusters(seed, n, d=4, num_classes=5):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, size=n)
+    centres = rng.normal(size=(num_classes, d))
+    return (centres[labels] + rng.normal(size=(n, d))).astype(np.float32), labels
+
+
+def integer_points(seed, n):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 3, size=(n, 2)).astype(np.float64), rng.integers(0, 4, size=n)
+
+
+@pytest.mark.parametrize("sample_size, sample_margin, max_candidates, max_threads", [
+    # Thresholds from 16 sampled references at the expected rank: about half the
+    # queries fall short of k candidates (then exact); rows sorted one by one.
+    (16, 0.0, 1, 1),
+    (4, 2.0, 37, 3),  # a few rows per sort
+    (metrics.SAMPLE_SIZE, metrics.SAMPLE_MARGIN, metrics.MAX_CANDIDATES, metrics.MAX_THREADS),
+])
+def test_every_path_matches_brute_force(monkeypatch, sample_size, sample_margin, max_candidates,
+                                        max_threads):
+    monkeypatch.setattr(metrics, "SAMPLE_SIZE", sample_size)
+    monkeypatch.setattr(metrics, "SAMPLE_MARGIN", sample_margin)
+    monkeypatch.setattr(metrics, "MAX_CANDIDATES", max_candidates)
+    monkeypatch.setattr(metrics, "MAX_THREADS", max_threads)
+    cases = [gaussian_clusters(3, 150), integer_points(4, 80),
+             (np.ones((30, 3)), np.arange(30) % 3)]  # collapsed: every reference ties
+    for embeddings, labels in cases:
+        expected = brute_force(embeddings, labels)
+        for chunk_size in (1, 16, 1000):
+            assert_metrics(retrieval_metrics(embeddings, labels, chunk_size=chunk_size), expected)
+
+
+def test_scores_that_differ_only_in_their_last_bits_are_ranked_exactly():
+    # Points (2**26, b) with small integers b: every score is about -2**52 and
+    # differs from the others only in its last ~13 bits (all exact in float64),
+    # below the precision of the int64 sort keys, so the float64 check must order them.
+    rng = np.random.default_rng(5)
+    b = rng.integers(-40, 41, size=70)
+    embeddings = np.stack([np.full(70, 2.0 ** 26), b], axis=1)
+    labels = rng.integers(0, 3, size=70)
+    expected = brute_force(embeddings, labels)
+    for chunk_size in (1, 9, 70):
+        assert_metrics(retrieval_metrics(embeddings, labels, chunk_size=chunk_size), expected)
+
+
+def test_more_references_than_the_sample_matches_brute_force():
+    embeddings, labels = gaussian_clusters(6, metrics.SAMPLE_SIZE + 150)
+    expected = brute_force(embeddings, labels)
+    assert 0.1 < expected["map_at_r"] < 0.9  # neither random nor perfect: ranking matters
+    assert_metrics(retrieval_metrics(embeddings, labels, chunk_size=500), expected)
