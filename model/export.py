@@ -50,10 +50,14 @@ def export_model(model, params, model_dir):
     return path
 
 
+def has_export(model_dir):
+    return os.path.isfile(os.path.join(model_dir, EXPORT_DIR, "saved_model.pb"))
+
+
 def load_exported(model_dir):
     """The exported module of ``model_dir``; call ``.embed(images)`` on it."""
     path = os.path.join(model_dir, EXPORT_DIR)
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+    if not has_export(model_dir):
         raise UserError(f"no exported model in {path}; finish training first (python train.py "
                         f"--model_dir {model_dir}) or run it again to export")
     return tf.saved_model.load(path)

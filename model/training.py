@@ -197,6 +197,10 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
         logging.info("%s already finished %d epochs (step %d); nothing to do. Raise "
                      "num_epochs to train longer.", model_dir, int(run.epoch.numpy()),
                      int(run.step.numpy()))
+        if run.chief and not export.has_export(model_dir):  # killed while exporting
+            _, embeddings = evaluate(make_eval_step(run.model, params), params,
+                                     test_images, test_labels)
+            _export(run, params, model_dir, embeddings, test_labels)
         return _read_json(last_metrics_path)
     if run.chief:
         save_params(params, model_dir)
@@ -239,20 +243,21 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
         train_time = time.time() - start
         results, embeddings = evaluate(eval_step, params, test_images, test_labels)
         run.epoch.assign(epoch + 1)
+        record = {"epoch": epoch + 1, "step": step, **results}
+        # "best" is saved before "latest": a run killed in between redoes this epoch,
+        # reaches the same figures (determinism) and finds the best already saved.
+        # Every worker holds the same weights, hence the same results: all agree on it.
+        if results[BEST_METRIC] > best:
+            best = results[BEST_METRIC]
+            run.save("best")
+            if run.chief:
+                write_json(best_path, record)
         run.save("latest")
+        if run.chief:
+            write_json(last_metrics_path, record)
         _write_scalars(eval_writer, results, step)
         train_writer.flush()
         eval_writer.flush()
-        record = {"epoch": epoch + 1, "step": step, **results}
-        # Every worker holds the same weights, hence the same results: all agree on "best".
-        is_best = results[BEST_METRIC] > best
-        if is_best:
-            best = results[BEST_METRIC]
-            run.save("best")
-        if run.chief:
-            write_json(last_metrics_path, record)
-            if is_best:
-                write_json(best_path, record)
         logging.info("epoch %d/%d step %d train_loss %.4f | eval %s | %.1fs (+%.1fs eval)",
                      epoch + 1, params.num_epochs, step, loss_sum / max(done, 1),
                      _format(results), train_time, time.time() - start - train_time)

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -89,6 +90,11 @@ def test_resume_continues_and_finished_run_does_nothing(tmp_path, tiny_data_dir)
     again = training.train_and_evaluate(tiny_params(num_epochs=2), model_dir, tiny_data_dir)
     assert os.path.getmtime(os.path.join(model_dir, "checkpoints", "checkpoint")) == mtime
     assert again["map_at_r"] == pytest.approx(results["map_at_r"])
+    # A run killed while exporting exports when it is run again.
+    shutil.rmtree(os.path.join(model_dir, "export"))
+    training.train_and_evaluate(tiny_params(num_epochs=2), model_dir, tiny_data_dir)
+    assert os.path.isfile(os.path.join(model_dir, "export", "saved_model.pb"))
+    assert os.path.getmtime(os.path.join(model_dir, "checkpoints", "checkpoint")) == mtime
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, tiny_data_dir, monkeypatch):
@@ -196,6 +202,9 @@ def test_cli_train_then_evaluate(tmp_path, tiny_data_dir):
     assert result.returncode == 0, result.stderr
     metrics = json.load(open(model_dir / "metrics_eval.json"))
     assert RETRIEVAL <= set(metrics) and metrics["checkpoint"].endswith("ckpt-1")
-    missing = run_script("train.py", "--model_dir", str(model_dir), "--data_dir",
-                         str(tmp_path / "nodata"))
+    # Only a label file of the user's own data: an error, and no MNIST download attempt.
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copy(os.path.join(tiny_data_dir, "train-labels-idx1-ubyte.gz"), partial)
+    missing = run_script("train.py", "--model_dir", str(model_dir), "--data_dir", str(partial))
     assert missing.returncode == 2 and "train-images-idx3-ubyte" in missing.stderr
