@@ -3,10 +3,14 @@
 import itertools
 import json
 import os
+import re
 
 from model.utils import PARAMS_FILENAME, UserError, params_from_dict
 
 RESULT_COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "loss")
+# What training.train_and_evaluate logs to train.log (see its logging.info calls).
+_EPOCH_TIMES = re.compile(r"\| ([0-9.]+)s \(\+([0-9.]+)s eval\)$", re.MULTILINE)
+_UNTRAINED = re.compile(r"Untrained network: .*precision_at_1 ([0-9.]+) .*map_at_r ([0-9.]+)")
 
 
 def parse_axis(text):
@@ -82,16 +86,44 @@ def collect_results(parent_dir, which="best"):
                                                       "train", "eval"))
         if filename in files:
             with open(os.path.join(root, filename)) as f:
-                rows.append((os.path.relpath(root, parent_dir), json.load(f)))
+                values = json.load(f)
+            values.update(_log_summary(os.path.join(root, "train.log")))
+            rows.append((os.path.relpath(root, parent_dir), values))
     return rows
 
 
-def markdown_table(rows, columns=RESULT_COLUMNS):
-    """A markdown table: one row per experiment, metrics to 4 decimals (epoch as an integer)."""
+def _log_summary(path):
+    """Training time and untrained figures of a run, from the lines its train.log holds.
+
+    Returns:
+        dict with ``train_minutes`` (training + evaluation of every completed epoch,
+        so a resumed run does not count its downtime) and ``untrained_precision_at_1``,
+        ``untrained_map_at_r`` when logged.
+    """
+    try:
+        with open(path) as f:
+            log = f.read()
+    except OSError:
+        return {}
+    summary = {}
+    times = [float(train) + float(evaluation) for train, evaluation in _EPOCH_TIMES.findall(log)]
+    if times:
+        summary["train_minutes"] = sum(times) / 60
+    untrained = _UNTRAINED.search(log)
+    if untrained:
+        summary["untrained_precision_at_1"] = float(untrained.group(1))
+        summary["untrained_map_at_r"] = float(untrained.group(2))
+    return summary
+
+
+def markdown_table(rows, columns=RESULT_COLUMNS + ("train_minutes", "untrained_precision_at_1",
+                                                  "untrained_map_at_r")):
+    """A markdown table: one row per experiment, figures to 4 decimals (minutes to 1)."""
     header = ["experiment", "epoch", *columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, values in rows:
         cells = [name, str(values.get("epoch", ""))]
-        cells += [f"{values[c]:.4f}" if c in values else "" for c in columns]
+        cells += ["" if c not in values else f"{values[c]:.1f}" if c == "train_minutes"
+                  else f"{values[c]:.4f}" for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
