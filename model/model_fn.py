@@ -74,20 +74,15 @@ def compute_loss(params, labels, embeddings):
         # of the others (0, the row maximum) would blur the curves.
         has_positive = tf.reduce_any(triplet_loss.anchor_positive_mask(labels), axis=1)
         has_negative = tf.reduce_any(triplet_loss.anchor_negative_mask(labels), axis=1)
-        figures = {"hardest_positive_dist": _masked_mean(hardest_pos, has_positive),
-                   "hardest_negative_dist": _masked_mean(hardest_neg, has_negative)}
+        figures = {"hardest_positive_dist": triplet_loss.masked_mean(hardest_pos, has_positive),
+                   "hardest_negative_dist": triplet_loss.masked_mean(
+                       hardest_neg, has_negative)}
     else:
         loss = triplet_loss.batch_semihard_triplet_loss(labels, embeddings, margin, squared)
         figures = {}
     norms = tf.norm(tf.cast(embeddings, tf.float32), axis=1)
     figures["embedding_mean_norm"] = tf.reduce_mean(norms)
     return loss, figures
-
-
-def _masked_mean(values, mask):
-    """Mean of ``values`` [B] where ``mask`` [B] holds; 0 where it never does."""
-    return tf.math.divide_no_nan(tf.reduce_sum(tf.where(mask, values, 0.0)),
-                                 tf.reduce_sum(tf.cast(mask, tf.float32)))
 
 
 def _image_spec(params):

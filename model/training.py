@@ -266,11 +266,15 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
     return results
 
 
+def _plain_model(params):
+    """The network on one device in float32, whatever strategy and precision trained it."""
+    return build_model(params.replace(distribution="none"), dtype_policy="float32")
+
+
 def _export(run, params, model_dir, embeddings, test_labels):
     """Export the final network and calibrate its same / different threshold."""
-    # A plain single-device float32 copy: the export must not depend on the strategy
-    # or the precision policy the run was trained with.
-    model = build_model(params.replace(distribution="none"), dtype_policy="float32")
+    # The export must not depend on the strategy or precision the run was trained with.
+    model = _plain_model(params)
     model.set_weights(run.model.get_weights())
     export.export_model(model, params, model_dir)
     verification = export.calibrate_verification(
@@ -314,7 +318,7 @@ def restore_model(model_dir, params, checkpoint="latest"):
     if not path:
         raise UserError(f"no checkpoint in {folder}; train first: python train.py "
                         f"--model_dir {model_dir}")
-    model = build_model(params.replace(distribution="none"), dtype_policy="float32")
+    model = _plain_model(params)
     tf.train.Checkpoint(model=model).restore(path).expect_partial()
     return model
 

@@ -180,7 +180,7 @@ def batch_hard_triplet_loss(labels, embeddings, margin, squared=False, soft_marg
     hardest_negative = tf.where(has_negative, hardest_negative, tf.reduce_max(distances, axis=1))
     differences = hardest_positive - hardest_negative
     losses = _triplet_losses(differences, margin, soft_margin)
-    loss = _masked_mean(losses, has_positive & has_negative)
+    loss = masked_mean(losses, has_positive & has_negative)
     return loss, hardest_positive, hardest_negative
 
 
@@ -210,7 +210,7 @@ def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False):
     index = tf.where(not_farther < num_negatives, not_farther, num_negatives - 1)
     negative_distances = tf.gather(sorted_distances, tf.maximum(index, 0), batch_dims=1)
     losses = _triplet_losses(distances - negative_distances, margin, soft_margin=False)
-    return _masked_mean(losses, positive & (num_negatives > 0))
+    return masked_mean(losses, positive & (num_negatives > 0))
 
 
 def _prepare(labels, embeddings, squared):
@@ -258,11 +258,16 @@ def _check_labels(labels):
     if shape.rank != 1:
         if shape.rank is None or shape[1] is None:
             # Only known when the graph runs: every dimension after the first must be 1.
-            tf.debugging.assert_rank_in(labels, [1, 2], message=expected)
-            tf.debugging.assert_equal(tf.size(labels), tf.shape(labels)[0], message=expected)
+            # The reshape waits for the checks, or a one-hot batch could fail later with
+            # an obscure shape error instead of this message.
+            checks = [tf.debugging.assert_rank_in(labels, [1, 2], message=expected),
+                      tf.debugging.assert_equal(tf.size(labels), tf.shape(labels)[0],
+                                                message=expected)]
+            with tf.control_dependencies([c for c in checks if c is not None]):
+                labels = tf.identity(labels)
         labels = tf.reshape(labels, [-1])
     if dtype.is_floating:
-        _check_integer_values(labels)
+        labels = _check_integer_values(labels)
     return tf.cast(labels, tf.int64)
 
 
@@ -270,9 +275,13 @@ def _check_integer_values(labels):
     message = "labels are floats with a fractional part; pass integer class ids"
     value = tf.get_static_value(labels)
     if value is None:
-        tf.debugging.assert_equal(labels, tf.round(labels), message=message)
-    elif not np.all(np.isfinite(value) & (value == np.round(value))):
+        # The labels wait for the check (see _check_labels).
+        check = tf.debugging.assert_equal(labels, tf.round(labels), message=message)
+        with tf.control_dependencies([check] if check is not None else []):
+            return tf.identity(labels)
+    if not np.all(np.isfinite(value) & (value == np.round(value))):
         raise ValueError(f"{message} (got {value.ravel()[:5].tolist()}...)")
+    return labels
 
 
 def _margin(margin):
@@ -304,7 +313,7 @@ def _row_count(mask, dtype=tf.int64):
     return tf.reduce_sum(tf.cast(mask, dtype), axis=1)
 
 
-def _masked_mean(values, mask):
+def masked_mean(values, mask):
     """Mean of ``values`` where ``mask`` holds; 0 (with zero gradient) when it holds nowhere."""
     count = tf.reduce_sum(tf.cast(mask, tf.float32))
     return tf.reduce_sum(tf.where(mask, values, 0.0)) / tf.maximum(count, 1.0)
