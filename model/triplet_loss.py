@@ -16,14 +16,18 @@ Shared conventions:
   softplus(d(a,p) - d(a,n)) (Hermans et al.); ``margin`` is then unused.
 """
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
-# Added under the square root where a squared distance is exactly 0, so its
-# gradient stays finite; the distance itself is zeroed afterwards.
-_SQRT_EPSILON = 1e-16
 # A triplet counts as "positive" (and in the batch-all denominator) above this loss.
 _POSITIVE_LOSS = 1e-16
+# TF's searchsorted kernel runs on one thread: the losses split their searches
+# into this many independent ops so that the inter-op thread pool spreads them.
+_SEARCH_CHUNKS = max(1, min(os.cpu_count() or 1, 8))
+# The largest batch whose B x B indices fit in int32 (batch-all indexes flat tensors).
+_MAX_BATCH = 46340
 # Elements of one [chunk, P, N] block in the soft-margin batch-all loop
 # (4 MiB per float32 temporary: small enough to stay in cache, big enough
 # that the per-iteration overhead is negligible).
@@ -39,22 +43,41 @@ def pairwise_distances(embeddings, squared=False):
 
     Returns:
         [B, B] float32. The diagonal and the distance between identical
-        embeddings are exactly 0, and the gradient is finite everywhere.
+        embeddings are exactly 0, and the gradient is finite everywhere: 0 where
+        the distance is 0 (sqrt'(0) is infinite; 0 is a subgradient of the
+        unsquared distance there and the gradient of the squared one).
     """
     embeddings = _check_embeddings(embeddings)
-    dot = tf.matmul(embeddings, embeddings, transpose_b=True)
-    # The norms come from the same product so identical rows cancel exactly.
-    square_norm = tf.linalg.diag_part(dot)
-    distances = square_norm[:, None] - 2.0 * dot + square_norm[None, :]
-    # Round-off leaves small negatives; the diagonal is 0 by definition.
-    distances = tf.maximum(distances, 0.0)
-    distances = tf.linalg.set_diag(distances, tf.zeros_like(square_norm))
-    if squared:
-        return distances
-    # sqrt'(0) is infinite: take the root of epsilon there and zero the result,
-    # which also zeroes the gradient flowing into those entries.
-    zeros = tf.cast(tf.equal(distances, 0.0), tf.float32)
-    return tf.sqrt(distances + zeros * _SQRT_EPSILON) * (1.0 - zeros)
+
+    # A hand-written gradient: one [B, B] pass and two matrix products, where
+    # differentiating the forward ops would take a dozen [B, B] passes.
+    @tf.custom_gradient
+    def distances_of(embeddings):
+        dot = tf.matmul(embeddings, embeddings, transpose_b=True)
+        # The norms come from the same product, so the diagonal and identical rows
+        # cancel exactly: (n_i - 2 n_i) + n_i == 0.
+        square_norm = tf.linalg.diag_part(dot)
+        raw = square_norm[:, None] - 2.0 * dot + square_norm[None, :]
+        # Round-off leaves small negatives.
+        squared_distances = tf.maximum(raw, 0.0)
+        distances = squared_distances if squared else tf.sqrt(squared_distances)
+
+        def grad(upstream):
+            if squared:
+                upstream_squared = tf.where(raw > 0.0, upstream, 0.0)
+            else:
+                upstream_squared = 0.5 * tf.math.divide_no_nan(upstream, distances)
+            # d/de_k of n_i + n_j - 2 e_i.e_j summed with weights G:
+            # 2 (rowsum_k + colsum_k) e_k - 2 (G e)_k - 2 (G^T e)_k.
+            norms_weight = (tf.reduce_sum(upstream_squared, axis=1)
+                            + tf.reduce_sum(upstream_squared, axis=0))
+            mixed = (tf.matmul(upstream_squared, embeddings)
+                     + tf.matmul(upstream_squared, embeddings, transpose_a=True))
+            return 2.0 * (norms_weight[:, None] * embeddings - mixed)
+
+        return distances, grad
+
+    return distances_of(embeddings)
 
 
 def anchor_positive_mask(labels):
@@ -96,10 +119,10 @@ def triplet_mask(labels):
 def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margin=False):
     """Average loss over the positive triplets among all valid triplets of the batch.
 
-    Exact. The hinge version never builds a B x B x B tensor: one sort per
-    anchor of its thresholds d(a, p) + margin mixed with its negative distances
-    gives every triplet count and sum (see ``_hinge_triplet_sum``), so time is
-    O(B^2 log B) and memory O(B^2). The soft-margin version has no such
+    Exact. The hinge version never builds a B x B x B tensor: each anchor's
+    thresholds d(a, p) + margin are sorted, and one binary search per negative
+    among them gives every triplet count and sum (see ``_hinge_triplet_sum``),
+    so time is O(B^2 log B) and memory O(B^2). The soft-margin version has no such
     shortcut (every valid triplet contributes): its time is O(B^3) (exactly,
     B x the largest #positives x the largest #negatives of an anchor) and its
     memory stays O(B^2) by looping over chunks of anchors.
@@ -119,12 +142,17 @@ def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margi
         > 1e-16 unless d(a, n) - d(a, p) > 36.8), so the fraction stays near 1.
     """
     labels, distances = _prepare(labels, embeddings, squared)
-    positive, negative = _anchor_positive_mask(labels), _anchor_negative_mask(labels)
+    negative = _anchor_negative_mask(labels)
     if soft_margin:
+        positive = _anchor_positive_mask(labels)
         total, num_positive = _soft_margin_triplet_sum(distances, positive, negative)
+        num_valid = tf.reduce_sum(_row_count(positive) * _row_count(negative))
     else:
-        total, num_positive = _hinge_triplet_sum(distances, positive, negative, margin)
-    num_valid = tf.reduce_sum(_row_count(positive) * _row_count(negative))
+        columns, is_positive, class_sizes = _class_members(labels)
+        total, num_positive = _hinge_triplet_sum(distances, columns, is_positive, negative,
+                                                 margin)
+        class_sizes = tf.cast(class_sizes, tf.int64)
+        num_valid = tf.reduce_sum((class_sizes - 1) * (tf.size(labels, tf.int64) - class_sizes))
     return _positive_average(total, num_positive, num_valid)
 
 
@@ -206,7 +234,7 @@ def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False):
     sorted_keys, sorted_distances = _sorted_negatives(distances, negative)
     num_negatives = _row_count(negative, tf.int32)[:, None]
     # Number of negatives with d(a, n) <= d(a, p): the semi-hard one comes next.
-    not_farther = tf.searchsorted(sorted_keys, distances, side="right")
+    not_farther = _searchsorted_rows(sorted_keys, distances)
     index = tf.where(not_farther < num_negatives, not_farther, num_negatives - 1)
     negative_distances = tf.gather(sorted_distances, tf.maximum(index, 0), batch_dims=1)
     losses = _triplet_losses(distances - negative_distances, margin, soft_margin=False)
@@ -341,59 +369,111 @@ def _sorted_negatives(distances, negative):
     return tf.gather(keys, order, batch_dims=1), tf.gather(distances, order, batch_dims=1)
 
 
-def _hinge_triplet_sum(distances, positive, negative, margin):
+def _class_members(labels):
+    """Every anchor's class, as columns of the distance matrix packed in a row.
+
+    Args:
+        labels: [B] int64 labels.
+
+    Returns:
+        columns: [B, W] int32, W the size of the largest class: row a lists the
+            members of a's class; where ``is_positive`` is False (a itself, and the
+            padding of smaller classes) it holds a.
+        is_positive: [B, W] bool, columns[a, j] is a positive of a.
+        class_sizes: [B] int32, the size of each anchor's class.
+    """
+    batch = tf.size(labels)
+    order = tf.argsort(labels, stable=True)
+    sorted_labels = tf.gather(labels, order)
+    first = tf.searchsorted(sorted_labels, labels, side="left", out_type=tf.int32)
+    end = tf.searchsorted(sorted_labels, labels, side="right", out_type=tf.int32)
+    class_sizes = end - first
+    width = tf.reduce_max(tf.concat([class_sizes, [1]], axis=0))  # 1 for an empty batch
+    offsets = tf.range(width)[None, :]
+    anchors = tf.range(batch)[:, None]
+    columns = tf.gather(order, tf.minimum(first[:, None] + offsets, end[:, None] - 1))
+    is_positive = (offsets < class_sizes[:, None]) & (columns != anchors)
+    return tf.where(is_positive, columns, anchors), is_positive, class_sizes
+
+
+def _hinge_triplet_sum(distances, columns, is_positive, negative, margin):
     """Sum of the hinge losses of all valid triplets and the number of positive ones.
 
-    Triplet (a, p, n) has a positive loss exactly when d(a, n) < d(a, p) + margin.
-    One decreasing sort per anchor of its thresholds d(a, p) + margin mixed with
-    its negative distances therefore tells, for every positive, how many
-    negatives sort after it (k, its weight in the sum) and, for every negative,
-    how many positives sort before it (c): the sum is
-    sum_p k_p (d(a, p) + margin) - sum_n c_n d(a, n), and its gradient is k and
-    -c exactly. On a tie the negative sorts first: loss 0, not counted.
+    Triplet (a, p, n) has a positive loss exactly when d(a, n) < t(a, p), the
+    threshold d(a, p) + margin. With each anchor's thresholds sorted, a binary
+    search per negative counts c(a, n), the thresholds above d(a, n); a
+    histogram of those positions counts k(a, p), the negatives below t(a, p).
+    The sum is sum_p k t - sum_n c d(a, n) and its gradient is exactly k for
+    d(a, p) and -c for d(a, n). A tie, d(a, n) == t(a, p), has loss 0 and is
+    not counted.
+
+    Args:
+        distances: [B, B] float32.
+        columns, is_positive: [B, W], see ``_class_members``.
+        negative: [B, B] bool anchor-negative mask.
+        margin: float.
+
+    Returns:
+        (total, num_positive): float64 and int64 scalars.
     """
     margin = _margin(margin)
     batch = tf.shape(distances)[0]
-    keys = _sort_keys(tf.where(positive, distances + margin, distances), negative)
-    # The anchor itself sorts last, so every earlier position is a positive or
-    # a negative; taken for a positive, it has no negative after it: weight 0.
-    keys = tf.where(positive | negative, keys, tf.int64.min)
-    sorted_keys, order = tf.math.top_k(keys, k=batch)
-    is_negative = tf.cast(tf.bitwise.bitwise_and(sorted_keys, 1), tf.int32)
-    is_positive = 1 - is_negative
-    negatives_so_far = tf.cumsum(is_negative, axis=1)
-    positives_so_far = tf.range(1, batch + 1)[None, :] - negatives_so_far
-    negatives_after = negatives_so_far[:, -1:] - negatives_so_far
-    sorted_weights = is_positive * negatives_after - is_negative * positives_so_far
-    num_positive = tf.reduce_sum(tf.cast(tf.maximum(sorted_weights, 0), tf.int64))
-    weights = _unpermute(sorted_weights, order)
-    # float64: the positive and negative terms cancel heavily.
-    total = (tf.reduce_sum(tf.cast(weights, tf.float64) * tf.cast(distances, tf.float64))
-             + tf.cast(margin, tf.float64) * tf.cast(num_positive, tf.float64))
-    return total, num_positive
+    width = tf.shape(columns)[1]
+    # int32 flat indices into [B, B] (row * B + column) and [B, W + 1] tensors.
+    check = tf.debugging.assert_less_equal(
+        batch, _MAX_BATCH, message=f"batch-all supports batches of at most {_MAX_BATCH}")
+    with tf.control_dependencies([check] if check is not None else []):
+        rows = tf.range(batch)[:, None]
+
+    @tf.custom_gradient
+    def hinge_sum(distances):
+        flat_distances = tf.reshape(distances, [-1])
+        thresholds = tf.where(is_positive,
+                              tf.gather(flat_distances, columns + batch * rows) + margin,
+                              -np.inf)
+        # Increasing, with the padding (-inf: below every distance) first.
+        negated, order = tf.math.top_k(-thresholds, k=width)
+        thresholds = -negated
+        # Non-negatives are searched at +inf: no threshold is above them.
+        below = _searchsorted_rows(thresholds, tf.where(negative, distances, np.inf))
+        negative_counts = width - below
+        # Negative n is below the thresholds of rank >= below[a, n]; the last bin
+        # collects the non-negatives.
+        histogram = tf.math.unsorted_segment_sum(
+            tf.ones_like(flat_distances, dtype=tf.int32),
+            tf.reshape(below + (width + 1) * rows, [-1]), batch * (width + 1))
+        positive_counts = tf.cumsum(tf.reshape(histogram, [-1, width + 1])[:, :-1], axis=1)
+        num_positive = tf.reduce_sum(tf.cast(tf.reduce_sum(negative_counts, axis=1), tf.int64))
+        # float64: the two sums cancel heavily.
+        total = (_dot64(positive_counts, tf.where(positive_counts > 0, thresholds, 0.0))
+                 - _dot64(negative_counts, distances))
+
+        def grad(upstream_total, upstream_count=None):
+            # k back at the columns of the positives (the padding's k is 0).
+            targets = tf.gather(columns, order, batch_dims=1) + batch * rows
+            positive_weights = tf.math.unsorted_segment_sum(
+                tf.reshape(positive_counts, [-1]), tf.reshape(targets, [-1]), batch * batch)
+            weights = tf.reshape(positive_weights, tf.shape(distances)) - negative_counts
+            return tf.cast(upstream_total, tf.float32) * tf.cast(weights, tf.float32)
+
+        return (total, num_positive), grad
+
+    return hinge_sum(distances)
 
 
-def _sort_keys(values, flags):
-    """int64 keys ordered like float32 ``values``, equal values ordered by bool ``flags``.
-
-    ``values`` must not hold -0.0 (which would sort below +0.0); distances and
-    distances plus a margin never do.
-    """
-    bits = tf.bitcast(values, tf.int32)
-    # Floats are sign-magnitude: flipping the magnitude bits of negatives makes
-    # their bit patterns order like the floats as two's-complement integers.
-    sign = tf.bitwise.right_shift(bits, 31)  # arithmetic: -1 for negatives, else 0
-    bits = tf.bitwise.bitwise_xor(bits, tf.bitwise.bitwise_and(sign, 0x7FFFFFFF))
-    return tf.cast(bits, tf.int64) * 2 + tf.cast(flags, tf.int64)
+def _searchsorted_rows(sorted_rows, values):
+    """int32 [B, N]: per row, how many of ``sorted_rows`` [B, W] are <= ``values`` [B, N]."""
+    batch = tf.shape(values)[0]
+    bounds = [batch * i // _SEARCH_CHUNKS for i in range(_SEARCH_CHUNKS + 1)]
+    sizes = tf.stack(bounds[1:]) - tf.stack(bounds[:-1])
+    return tf.concat([tf.searchsorted(rows, row_values, side="right", out_type=tf.int32)
+                      for rows, row_values in zip(tf.split(sorted_rows, sizes, num=_SEARCH_CHUNKS),
+                                                  tf.split(values, sizes, num=_SEARCH_CHUNKS))],
+                     axis=0)
 
 
-def _unpermute(sorted_values, order):
-    """[B, B] values with values[a, order[a, q]] = sorted_values[a, q]."""
-    batch = tf.shape(order, out_type=tf.int64)[0]
-    # A scatter of the flattened rows: each target index occurs exactly once.
-    targets = tf.reshape(tf.cast(order, tf.int64) + batch * tf.range(batch)[:, None], [-1])
-    values = tf.math.unsorted_segment_sum(tf.reshape(sorted_values, [-1]), targets, batch * batch)
-    return tf.reshape(values, tf.shape(order))
+def _dot64(counts, values):
+    return tf.reduce_sum(tf.cast(counts, tf.float64) * tf.cast(values, tf.float64))
 
 
 def _soft_margin_triplet_sum(distances, positive, negative):

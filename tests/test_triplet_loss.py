@@ -363,6 +363,38 @@ def test_fast_batch_all_handles_exact_ties_like_the_definition(margin):
     np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["batch_all", "batch_hard", "batch_semihard"])
+def test_label_values_only_matter_through_equality(name):
+    # Negative, huge and unordered ids group the batch like 0..C-1 would.
+    compact = np.array([2, 0, 1, 0, 2, 2, 1, 3, 0])
+    ids = np.array([-7, 2**40, 5, -(2**35)])
+    embeddings = np.random.default_rng(14).normal(size=(9, 3)).astype(np.float32)
+    want = value_and_gradient(name, compact, embeddings)
+    got = value_and_gradient(name, ids[compact], embeddings)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("chunks", [1, 3, 8])
+@pytest.mark.parametrize("batch", [1, 3, 37])
+def test_batch_all_search_chunks_give_the_same_result(monkeypatch, chunks, batch):
+    # More chunks than rows leaves some empty.
+    labels, embeddings = random_batch(15, batch, 2)
+    want = value_and_gradient("batch_all_naive", labels, embeddings)
+    monkeypatch.setattr(tl, "_SEARCH_CHUNKS", chunks)
+    got = value_and_gradient("batch_all", labels, embeddings)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-7)
+
+
+def test_batch_all_refuses_batches_whose_indices_overflow_int32(monkeypatch):
+    monkeypatch.setattr(tl, "_MAX_BATCH", 8)
+    labels, embeddings = random_batch(16, 9, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 8"):
+        tl.batch_all_triplet_loss(labels, embeddings, 0.5)
+    tl.batch_all_triplet_loss(labels[:8], embeddings[:8], 0.5)
+
+
 def test_soft_margin_chunks_give_the_same_result(monkeypatch):
     labels, embeddings = random_batch(14, 20, 3)
     whole = value_and_gradient("batch_all", labels, embeddings, soft_margin=True)
