@@ -220,21 +220,22 @@ def train_dataset(images, labels, params, epoch):
     return _gather_batches(images, labels, index_batches, params)
 
 
-def test_dataset(images, labels, params):
+def test_dataset(images, labels, params, batch_size=None):
     """The first ``params.eval_size`` examples (all if fewer) in file order.
 
     Args:
         images: uint8 [N, S, S].
         labels: int [N].
         params: :class:`model.utils.Params`.
+        batch_size: images per batch; ``params.batch_size`` if None.
 
     Returns:
         ``tf.data.Dataset`` of (float32 [b, S, S, 1] in [0, 1], int64 [b]), batches of
-        ``params.batch_size`` (the last one may be smaller).
+        ``batch_size`` (the last one may be smaller).
     """
     check_shapes(images, labels, params)
     count = min(params.eval_size, len(labels))
-    index_batches = _cut(np.arange(count), params.batch_size)
+    index_batches = _cut(np.arange(count), batch_size or params.batch_size)
     return _gather_batches(images, labels, index_batches, params)
 
 

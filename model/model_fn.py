@@ -153,13 +153,22 @@ def make_train_step(model, optimizer, params, strategy=None):
     return train_step
 
 
-def make_eval_step(model, params):
-    """A ``tf.function(images, labels) -> (embeddings, loss, figures)`` in inference mode."""
+def make_embed_step(model, params):
+    """A ``tf.function(images) -> embeddings`` in inference mode."""
 
-    @tf.function(input_signature=_image_spec(params))
-    def eval_step(images, labels):
-        embeddings = model(images, training=False)
-        loss, figures = compute_loss(params, labels, embeddings)
-        return embeddings, loss, figures
+    @tf.function(input_signature=_image_spec(params)[:1])
+    def embed_step(images):
+        return model(images, training=False)
 
-    return eval_step
+    return embed_step
+
+
+def make_loss_step(params):
+    """A ``tf.function(labels, embeddings) -> (loss, figures)`` of one evaluation batch."""
+
+    @tf.function(input_signature=(tf.TensorSpec([None], tf.int64),
+                                  tf.TensorSpec([None, params.embedding_size], tf.float32)))
+    def loss_step(labels, embeddings):
+        return compute_loss(params, labels, embeddings)
+
+    return loss_step

@@ -23,10 +23,13 @@ import tensorflow as tf
 
 from model import export, input_fn, metrics, mnist_dataset
 from model.distribute import is_chief, worker_checkpoint_dir
-from model.model_fn import build_model, make_eval_step, make_optimizer, make_train_step
+from model.model_fn import (build_model, make_embed_step, make_loss_step, make_optimizer,
+                            make_train_step)
 from model.utils import RESOLVED_PARAMS_FILENAME, UserError, save_params, write_json
 
 CHECKPOINT_DIRS = {"latest": "checkpoints", "best": "best"}
+# Test images per forward pass at evaluation (about 30 MB of activations).
+EMBED_BATCH_SIZE = 1000
 # The figure that picks the best checkpoint: retrieval quality is comparable across
 # strategies and margins, the loss is not.
 BEST_METRIC = "map_at_r"
@@ -118,24 +121,38 @@ def embed_images(model, images, batch_size=512):
     return np.concatenate(chunks).astype(np.float32)
 
 
-def evaluate(eval_step, params, test_images, test_labels):
+def evaluate(embed_step, loss_step, params, test_images, test_labels):
     """Loss and figures averaged over the test batches, plus the retrieval metrics.
+
+    The network embeds the images in batches of ``EMBED_BATCH_SIZE`` (inference treats
+    each image on its own, so only speed depends on it); the loss is averaged over
+    consecutive batches of ``params.batch_size``, the batches it was trained on
+    (batch-all and batch-hard depend on what a batch holds).
+
+    Args:
+        embed_step, loss_step: from :func:`model.model_fn.make_embed_step` and
+            :func:`model.model_fn.make_loss_step`.
 
     Returns:
         (results, embeddings): a dict of Python floats (``loss``, the strategy's figures,
         ``embedding_mean_norm``, ``precision_at_1``, ``r_precision``, ``map_at_r``) and
         the float32 [N, D] embeddings of the evaluated test images.
     """
-    totals, count, embeddings = {}, 0, []
-    for images, labels in input_fn.test_dataset(test_images, test_labels, params):
-        batch_embeddings, loss, figures = eval_step(images, labels)
-        size = int(labels.shape[0])
+    embeddings, labels = [], []
+    dataset = input_fn.test_dataset(test_images, test_labels, params, EMBED_BATCH_SIZE)
+    for batch_images, batch_labels in dataset:
+        embeddings.append(embed_step(batch_images))
+        labels.append(batch_labels)
+    embeddings, labels = tf.concat(embeddings, axis=0), tf.concat(labels, axis=0)
+    count = int(labels.shape[0])
+    totals = {}
+    for start in range(0, count, params.batch_size):
+        stop = min(start + params.batch_size, count)
+        loss, figures = loss_step(labels[start:stop], embeddings[start:stop])
         for name, value in {"loss": loss, **figures}.items():
-            totals[name] = totals.get(name, 0.0) + float(value) * size
-        count += size
-        embeddings.append(batch_embeddings.numpy())
+            totals[name] = totals.get(name, 0.0) + float(value) * (stop - start)
     results = {name: total / count for name, total in totals.items()}
-    embeddings = np.concatenate(embeddings)
+    embeddings = embeddings.numpy()
     results.update(metrics.retrieval_metrics(embeddings, test_labels[:count]))
     return results, embeddings
 
@@ -198,8 +215,8 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
                      "num_epochs to train longer.", model_dir, int(run.epoch.numpy()),
                      int(run.step.numpy()))
         if run.chief and not export.has_export(model_dir):  # killed while exporting
-            _, embeddings = evaluate(make_eval_step(run.model, params), params,
-                                     test_images, test_labels)
+            _, embeddings = evaluate(make_embed_step(run.model, params),
+                                     make_loss_step(params), params, test_images, test_labels)
             _export(run, params, model_dir, embeddings, test_labels)
         return _read_json(last_metrics_path)
     if run.chief:
@@ -209,7 +226,7 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
                      int(run.epoch.numpy()), int(run.step.numpy()))
 
     train_step = make_train_step(run.model, run.optimizer, params, run.strategy)
-    eval_step = make_eval_step(run.model, params)
+    eval_steps = make_embed_step(run.model, params), make_loss_step(params)
     train_writer, eval_writer = (
         tf.summary.create_file_writer(os.path.join(model_dir, name)) if run.chief
         else tf.summary.create_noop_writer() for name in ("train", "eval"))
@@ -218,7 +235,7 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
 
     if not restored and run.chief:
         _write_hparams(model_dir, params)
-        results, _ = evaluate(eval_step, params, test_images, test_labels)
+        results, _ = evaluate(*eval_steps, params, test_images, test_labels)
         _write_scalars(eval_writer, results, 0)
         logging.info("Untrained network: %s", _format(results))
 
@@ -241,7 +258,7 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
                     tf.summary.image("train_image", images[:1])
             progress.update(done, loss)
         train_time = time.time() - start
-        results, embeddings = evaluate(eval_step, params, test_images, test_labels)
+        results, embeddings = evaluate(*eval_steps, params, test_images, test_labels)
         run.epoch.assign(epoch + 1)
         record = {"epoch": epoch + 1, "step": step, **results}
         # "best" is saved before "latest": a run killed in between redoes this epoch,
@@ -327,7 +344,8 @@ def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest"):
     """Evaluate a saved checkpoint on the test set; writes ``model_dir/metrics_eval.json``."""
     model = restore_model(model_dir, params, checkpoint)
     test_images, test_labels = mnist_dataset.load_split(data_dir, "test")
-    results, _ = evaluate(make_eval_step(model, params), params, test_images, test_labels)
+    results, _ = evaluate(make_embed_step(model, params), make_loss_step(params), params,
+                          test_images, test_labels)
     write_json(os.path.join(model_dir, "metrics_eval.json"),
                {"checkpoint": tf.train.latest_checkpoint(
                    os.path.join(model_dir, CHECKPOINT_DIRS[checkpoint])), **results})

@@ -65,6 +65,34 @@ def test_two_epochs_write_checkpoints_summaries_and_metrics(tmp_path, tiny_data_
     assert saved["versions"]["tensorflow"] == tf.__version__
 
 
+@pytest.mark.parametrize("strategy", sorted(SPEC_TAGS))
+def test_evaluate_averages_the_loss_over_training_sized_batches(monkeypatch, strategy):
+    from conftest import synthetic_digits
+    from model import metrics, triplet_loss
+
+    params = tiny_params(triplet_strategy=strategy, eval_size=90)  # batches 32, 32, 26
+    images, labels = synthetic_digits(100, seed=3)
+    model = model_fn.build_model(params)
+    # Embedding batches that do not line up with the loss batches.
+    monkeypatch.setattr(training, "EMBED_BATCH_SIZE", 40)
+    results, embeddings = training.evaluate(
+        model_fn.make_embed_step(model, params), model_fn.make_loss_step(params), params,
+        images, labels)
+
+    want_embeddings = model(images[:90, :, :, None].astype(np.float32) / 255.0).numpy()
+    np.testing.assert_allclose(embeddings, want_embeddings, rtol=1e-5, atol=1e-6)
+    loss_fn = {"batch_all": triplet_loss.batch_all_triplet_loss,
+               "batch_hard": triplet_loss.batch_hard_triplet_loss,
+               "batch_semihard": triplet_loss.batch_semihard_triplet_loss}[strategy]
+    batch_losses = [tf.nest.flatten(loss_fn(labels[:90][i:i + 32], want_embeddings[i:i + 32], 0.5))[0]
+                    for i in (0, 32, 64)]
+    np.testing.assert_allclose(results["loss"], np.average(batch_losses, weights=[32, 32, 26]),
+                               rtol=1e-4)
+    want_retrieval = metrics.retrieval_metrics(want_embeddings, labels[:90])
+    for name, value in want_retrieval.items():
+        assert results[name] == pytest.approx(value, abs=1e-6)
+
+
 def test_training_improves_retrieval(tmp_path, tiny_data_dir):
     model_dir = str(tmp_path / "run")
     training.train_and_evaluate(tiny_params(num_epochs=3), model_dir, tiny_data_dir)

@@ -107,5 +107,9 @@ def test_logger_writes_file(tmp_path):
     log = tmp_path / "train.log"
     utils.set_logger(str(log))
     logging.info("epoch 1 done")
+    logging.getLogger("tensorflow").info("Assets written to: export/assets")
+    logging.getLogger("tensorflow").warning("a TensorFlow warning")
     utils.set_logger()
-    assert "epoch 1 done" in log.read_text()
+    text = log.read_text()
+    assert "epoch 1 done" in text and "a TensorFlow warning" in text
+    assert "Assets written" not in text
