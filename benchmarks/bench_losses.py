@@ -6,9 +6,10 @@ Usage:
 Prints a markdown table. Each (strategy, batch size) runs in a fresh Python
 process so that its peak resident memory (ru_maxrss) is its own; the table
 gives that peak minus the process's peak right after importing TensorFlow
-("extra"), and the total. Time is the median over ``--repeats`` calls of a
-``tf.function`` computing the loss and its gradient with respect to the
-embeddings, after one warm-up call (tracing). A configuration whose warm-up
+("extra"), and the total. Time is the median and the minimum over ``--repeats``
+calls of a ``tf.function`` computing the loss and its gradient with respect to
+the embeddings, after one warm-up call (tracing); on a shared machine whose
+speed drifts, the minimum is the steadier figure. A configuration whose warm-up
 call is slow gets fewer repeats so that it takes about ``--seconds``.
 Labels are drawn uniformly from ``--classes`` classes, as in MNIST batches.
 """
@@ -108,9 +109,10 @@ def measure(strategy, batch_size, args):
 
     warm_up = timed_call()
     repeats = max(1, min(args.repeats, int(args.seconds / max(warm_up, 1e-9))))
-    median = statistics.median(timed_call() for _ in range(repeats))
+    times = [timed_call() for _ in range(repeats)]
     peak = _peak_rss_mb()
-    return {"ms": median * 1e3, "repeats": repeats, "extra_mb": peak - baseline, "peak_mb": peak}
+    return {"ms": statistics.median(times) * 1e3, "min_ms": min(times) * 1e3,
+            "repeats": repeats, "extra_mb": peak - baseline, "peak_mb": peak}
 
 
 def naive_estimate_gb(batch_size):
@@ -131,10 +133,11 @@ def run_worker(strategy, batch_size, args):
 
 def format_row(batch_size, strategy, result):
     if "skipped" in result:
-        return f"| {batch_size} | {strategy} | {result['skipped']} | | | |"
+        return f"| {batch_size} | {strategy} | {result['skipped']} | | | | |"
     if "error" in result:
-        return f"| {batch_size} | {strategy} | failed: {result['error']} | | | |"
-    return (f"| {batch_size} | {strategy} | {result['ms']:.1f} | {result['repeats']} "
+        return f"| {batch_size} | {strategy} | failed: {result['error']} | | | | |"
+    return (f"| {batch_size} | {strategy} | {result['ms']:.1f} | {result['min_ms']:.1f} "
+            f"| {result['repeats']} "
             f"| {result['extra_mb']:.0f} | {result['peak_mb']:.0f} |")
 
 
@@ -148,8 +151,8 @@ def main(argv=None):
           f"Python {platform.python_version()}; D = {args.dim}, {args.classes} classes, "
           f"margin {args.margin}, loss + gradient in tf.function")
     print()
-    print("| B | strategy | median ms | repeats | extra peak MB | total peak MB |")
-    print("|---|---|---|---|---|---|")
+    print("| B | strategy | median ms | min ms | repeats | extra peak MB | total peak MB |")
+    print("|---|---|---|---|---|---|---|")
     results = {}
     for batch_size in args.sizes:
         for strategy in args.strategies:
