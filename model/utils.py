@@ -238,9 +238,10 @@ def set_logger(log_path=None, level=logging.INFO):
     """Log to the console and, if given, to ``log_path`` (appending, so resumed runs keep history)."""
     logger = logging.getLogger()
     logger.setLevel(level)
-    # TensorFlow's own INFO lines (checkpoint sharding, SavedModel assets) are not
-    # about the run: keep its warnings and errors only.
-    logging.getLogger("tensorflow").setLevel(max(level, logging.WARNING))
+    # TensorFlow's own INFO lines (checkpoint sharding through absl, SavedModel assets)
+    # are not about the run: keep their warnings and errors only.
+    for library in ("tensorflow", "absl"):
+        logging.getLogger(library).setLevel(max(level, logging.WARNING))
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()

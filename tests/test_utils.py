@@ -4,6 +4,7 @@ import json
 import logging
 
 import pytest
+from absl import logging as absl_logging
 
 from model import utils
 from model.utils import Params, UserError, load_params, params_from_dict
@@ -108,8 +109,9 @@ def test_logger_writes_file(tmp_path):
     utils.set_logger(str(log))
     logging.info("epoch 1 done")
     logging.getLogger("tensorflow").info("Assets written to: export/assets")
+    absl_logging.info("Sharding callback duration: 37 microseconds")
     logging.getLogger("tensorflow").warning("a TensorFlow warning")
     utils.set_logger()
     text = log.read_text()
     assert "epoch 1 done" in text and "a TensorFlow warning" in text
-    assert "Assets written" not in text
+    assert "Assets written" not in text and "Sharding" not in text
