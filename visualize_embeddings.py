@@ -25,8 +25,6 @@ from model.utils import run_cli
 from evaluate import add_test_data_arguments
 
 PCA_FILENAME = "embeddings_pca.png"
-# Images per forward pass: small enough for any machine, large enough to be quick.
-EMBED_BATCH_SIZE = 500
 
 
 def parse_args(argv):
@@ -49,7 +47,7 @@ def main(argv=None):
     model = training.restore_model(args.model_dir, params, args.checkpoint)
     images, labels = mnist_dataset.load_split(args.data_dir, "test")
     input_fn.check_shapes(images, labels, params)
-    embeddings = training.embed_images(model, images, batch_size=EMBED_BATCH_SIZE)
+    embeddings = training.embed_images(model, images)
 
     paths = visualize.write_projector(args.model_dir, embeddings, labels, images)
     pca_path = os.path.join(args.model_dir, PCA_FILENAME)
