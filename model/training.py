@@ -139,13 +139,10 @@ def evaluate(embed_step, loss_step, params, test_images, test_labels):
         ``embedding_mean_norm``, ``precision_at_1``, ``r_precision``, ``map_at_r``) and
         the float32 [N, D] embeddings of the evaluated test images.
     """
-    embeddings, labels = [], []
     dataset = input_fn.test_dataset(test_images, test_labels, params, EMBED_BATCH_SIZE)
-    for batch_images, batch_labels in dataset:
-        embeddings.append(embed_step(batch_images))
-        labels.append(batch_labels)
-    embeddings, labels = tf.concat(embeddings, axis=0), tf.concat(labels, axis=0)
-    count = int(labels.shape[0])
+    embeddings = tf.concat([embed_step(images) for images, _ in dataset], axis=0)
+    count = int(embeddings.shape[0])
+    labels = tf.constant(test_labels[:count], tf.int64)
     totals = {}
     for start in range(0, count, params.batch_size):
         stop = min(start + params.batch_size, count)
