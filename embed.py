@@ -11,7 +11,7 @@ background like MNIST; colour images are converted to grayscale.
 import argparse
 import sys
 
-from model.utils import run_cli
+from model import cli
 
 
 def parse_args(argv):
@@ -26,20 +26,21 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    cli.import_tensorflow()
     import numpy as np
 
-    from model import export
-    from model.utils import load_params
+    from model import evaluation, export
+    from model.params import load_params
 
     params = load_params(args.model_dir)
-    images = np.stack([export.read_image(path, params.image_size, args.resize)
+    images = np.stack([cli.read_image(path, params.image_size, args.resize)
                        for path in args.images])
     module = export.load_exported(args.model_dir)
     embeddings = module.embed(images).numpy()
     for path, embedding in zip(args.images, embeddings):
         print(f"{path}: [{', '.join(f'{v:.5f}' for v in embedding)}]")
     if len(args.images) == 2:
-        verification = export.read_verification(args.model_dir)
+        verification = evaluation.read_verification(args.model_dir)
         distance = float(np.linalg.norm(embeddings[0] - embeddings[1]))
         threshold = verification["threshold"]
         verdict = "same" if distance <= threshold else "different"
@@ -50,4 +51,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(cli.run_cli(main))

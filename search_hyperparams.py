@@ -14,10 +14,9 @@ import os
 import subprocess
 import sys
 
-from model.utils import run_cli
-from train import DEFAULT_DATA_DIR
+from model import cli
 
-TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")
+TRAIN_SCRIPT = os.path.join(cli.REPO_DIR, "train.py")
 
 
 def parse_args(argv):
@@ -27,21 +26,18 @@ def parse_args(argv):
                         help="folder whose params.json is the base of every setting")
     parser.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",
                         help="params key and the values to try; several keys make a product")
-    parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
-                        help="passed to train.py (default: %(default)s)")
+    cli.add_data_dir_argument(parser, "the IDX files, passed to train.py")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    import json
-
     from model import search
-    from model.utils import PARAMS_FILENAME, UserError, load_params
+    from model.errors import UserError
+    from model.params import params_from_dict, read_params_file
 
-    load_params(args.parent_dir)
-    with open(os.path.join(args.parent_dir, PARAMS_FILENAME)) as f:
-        base = json.load(f)
+    path, base = read_params_file(args.parent_dir)
+    params_from_dict(base, source=path)
     runs = search.grid(base, [search.parse_axis(axis) for axis in args.grid])
     children = search.write_children(args.parent_dir, runs)
     failed = []
@@ -58,4 +54,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(cli.run_cli(main))

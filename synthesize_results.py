@@ -3,13 +3,15 @@
     python synthesize_results.py --parent_dir experiments
 
 Reads each experiment's metrics_eval_best.json (or metrics_eval_last.json with
---which last): precision@1, R-precision, MAP@R and the eval loss.
+--which last): precision@1, R-precision, MAP@R, the eval loss, the training time, and
+the untrained network's figures (metrics_eval_untrained.json). A metrics file that
+cannot be read is skipped with a warning naming it.
 """
 
 import argparse
 import sys
 
-from model.utils import run_cli
+from model import cli
 
 
 def parse_args(argv):
@@ -25,9 +27,10 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    from model import search
-    from model.utils import UserError
+    from model import files, search
+    from model.errors import UserError
 
+    cli.set_logger()
     rows = search.collect_results(args.parent_dir, args.which)
     if not rows:
         raise UserError(f"no metrics_eval_{args.which}.json below {args.parent_dir}; train an "
@@ -35,10 +38,9 @@ def main(argv=None):
     table = search.markdown_table(rows)
     print(table)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(table + "\n")
+        files.write_text(args.output, table + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(cli.run_cli(main))

@@ -12,9 +12,7 @@ import logging
 import os
 import sys
 
-from model.utils import run_cli
-
-DEFAULT_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist")
+from model import cli
 
 
 def parse_args(argv):
@@ -22,24 +20,21 @@ def parse_args(argv):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True,
                         help="experiment folder holding params.json; outputs go here too")
-    parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
-                        help="folder with the IDX files train-images-idx3-ubyte[.gz], "
-                             "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
-                             "t10k-labels-idx1-ubyte[.gz] (default: the shipped MNIST, %(default)s)")
+    cli.add_data_dir_argument(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    from model.utils import load_params, set_logger
-
-    params = load_params(args.model_dir)
+    cli.import_tensorflow()
     from model.distribute import is_chief, make_strategy
+    from model.params import load_params
     from model.training import train_and_evaluate
 
+    params = load_params(args.model_dir)
     # The strategy comes first: a multi-worker strategy must exist before any other TF op.
     strategy = make_strategy(params)
-    set_logger(os.path.join(args.model_dir, "train.log") if is_chief(strategy) else None)
+    cli.set_logger(os.path.join(args.model_dir, "train.log") if is_chief(strategy) else None)
     logging.info("Training %s (%s, margin %s) on %s", args.model_dir,
                  params.triplet_strategy, params.margin, args.data_dir)
     train_and_evaluate(params, args.model_dir, args.data_dir, strategy)
@@ -47,4 +42,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(cli.run_cli(main))

@@ -70,7 +70,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from model.mnist_dataset import load_split
-    from model.utils import load_params
+    from model.params import load_params
 
     params = load_params(args.model_dir)
     images, labels = load_split(args.data_dir, "train")

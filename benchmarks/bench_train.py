@@ -82,7 +82,7 @@ def main(argv=None):
     import numpy as np
     import tensorflow as tf
 
-    from model.utils import load_params
+    from model.params import load_params
 
     params = load_params(args.model_dir)
     variants = [("exact batch-all, O(B^2)", {}, contextlib.nullcontext)]

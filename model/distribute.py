@@ -6,7 +6,7 @@ import os
 import keras
 import tensorflow as tf
 
-from model.utils import UserError
+from model.errors import UserError
 
 
 def make_strategy(params):

@@ -1,4 +1,8 @@
-"""tf.data input pipelines over in-memory IDX arrays (see :mod:`model.mnist_dataset`).
+"""The tf.data input pipelines (the original's ``input_fn``): train and test batches.
+
+It holds what the TF1 project's ``input_fn.py`` did, over in-memory IDX arrays (see
+:mod:`model.mnist_dataset`), plus the checks that the data suits the params and the
+balanced P x K batch sampler.
 
 Every pipeline is the same: a dataset of index batches, then one parallel ``map``
 that gathers a whole batch from the in-memory arrays and scales it from uint8 to
@@ -23,8 +27,7 @@ seed, which would tie the order to whatever else set it.
 import numpy as np
 import tensorflow as tf
 
-from model.mnist_dataset import load_split
-from model.utils import UserError
+from model.errors import UserError
 
 
 def check_data(images, labels, params):
@@ -33,7 +36,7 @@ def check_data(images, labels, params):
     Args:
         images: uint8 [N, rows, cols].
         labels: int [N].
-        params: :class:`model.utils.Params`.
+        params: :class:`model.params.Params`.
 
     Raises:
         UserError: no images, image size != ``params.image_size``, images and labels
@@ -166,7 +169,7 @@ def balanced_order(labels, num_classes, num_images, rng):
     return order.reshape(num_batches, num_classes * num_images)
 
 
-def _cut(order, batch_size):
+def _consecutive_batches(order, batch_size):
     """Dataset of consecutive slices of ``batch_size`` indices of ``order`` (last one partial).
 
     Slicing an index vector costs one op per batch, where ``from_tensor_slices(order)
@@ -178,13 +181,14 @@ def _cut(order, batch_size):
 
 
 def _gather_batches(images, labels, index_batches, params):
-    """Map int64 index batches to (float32 [b, S, S, 1] in [0, 1], int64 [b]) batches."""
+    """Map int64 index batches to (float32 [b, S, S, 1] in [0, 1], int64 [b]) batches,
+    or to the images alone when ``labels`` is None."""
     images = tf.constant(images)
-    labels = tf.constant(labels, tf.int64)
+    labels = None if labels is None else tf.constant(labels, tf.int64)
 
     def gather(indices):
-        pixels = tf.cast(tf.gather(images, indices), tf.float32) / 255.0
-        return pixels[..., tf.newaxis], tf.gather(labels, indices)
+        pixels = tf.cast(tf.gather(images, indices), tf.float32)[..., tf.newaxis] / 255.0
+        return pixels if labels is None else (pixels, tf.gather(labels, indices))
 
     # params.num_parallel_calls (4 in the original files) bounds the parallel maps.
     return (index_batches
@@ -198,17 +202,16 @@ def train_dataset(images, labels, params, epoch):
     Args:
         images: uint8 [N, S, S], S = ``params.image_size``.
         labels: int [N].
-        params: :class:`model.utils.Params`.
+        params: :class:`model.params.Params`.
         epoch: int >= 0; with ``params.seed`` it alone fixes the order.
 
     Returns:
         ``tf.data.Dataset`` of (float32 [b, S, S, 1] in [0, 1], int64 [b]);
         ``steps_per_epoch(N, params)`` batches.
 
-    Raises:
-        UserError: see :func:`check_data`.
+    The caller checks the data once with :func:`check_data` (the balanced sampler
+    needs every class to have ``num_images_per_class`` images).
     """
-    check_data(images, labels, params)
     rng = epoch_rng(params.seed, epoch)
     if params.balanced_batches:
         order = balanced_order(labels, params.num_classes_per_batch,
@@ -216,7 +219,7 @@ def train_dataset(images, labels, params, epoch):
         index_batches = tf.data.Dataset.from_tensor_slices(order)
     else:
         order = buffered_shuffle(len(labels), params.train_size, rng)
-        index_batches = _cut(order, params.batch_size)
+        index_batches = _consecutive_batches(order, params.batch_size)
     return _gather_batches(images, labels, index_batches, params)
 
 
@@ -226,7 +229,7 @@ def test_dataset(images, labels, params, batch_size=None):
     Args:
         images: uint8 [N, S, S].
         labels: int [N].
-        params: :class:`model.utils.Params`.
+        params: :class:`model.params.Params`.
         batch_size: images per batch; ``params.batch_size`` if None.
 
     Returns:
@@ -235,17 +238,20 @@ def test_dataset(images, labels, params, batch_size=None):
     """
     check_shapes(images, labels, params)
     count = min(params.eval_size, len(labels))
-    index_batches = _cut(np.arange(count), batch_size or params.batch_size)
+    index_batches = _consecutive_batches(np.arange(count), batch_size or params.batch_size)
     return _gather_batches(images, labels, index_batches, params)
 
 
-def train_input_fn(data_dir, params, epoch):
-    """:func:`train_dataset` of the train split in ``data_dir``."""
-    images, labels = load_split(data_dir, "train")
-    return train_dataset(images, labels, params, epoch)
+def image_batches(images, params, batch_size):
+    """Every image in order, in batches of ``batch_size``, for embedding.
 
+    Args:
+        images: uint8 [N, S, S].
+        params: :class:`model.params.Params`.
+        batch_size: images per batch.
 
-def test_input_fn(data_dir, params):
-    """:func:`test_dataset` of the test split in ``data_dir``."""
-    images, labels = load_split(data_dir, "test")
-    return test_dataset(images, labels, params)
+    Returns:
+        ``tf.data.Dataset`` of float32 [b, S, S, 1] in [0, 1] (the last batch may be smaller).
+    """
+    return _gather_batches(images, None, _consecutive_batches(np.arange(len(images)), batch_size),
+                           params)

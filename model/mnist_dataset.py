@@ -11,53 +11,25 @@ count*rows*cols uint8 pixels; labels = magic 2049, count, then count uint8 label
 Every check failure raises :class:`DataError` with one line naming the file, the
 problem and the fix.
 
-When files of a split are missing and the ones present (if any) are the MNIST files,
-the canonical MNIST archives are downloaded from the known mirrors and kept only if
-their SHA-256 matches. A directory that holds another dataset never gets MNIST files
-mixed into it: a missing file there is an error.
+Nothing is downloaded: MNIST ships in the project's ``data/mnist`` (see
+``data/README.md`` for its checksums) and a missing file is an error naming it.
 """
 
 import gzip
-import hashlib
-import logging
 import os
-import tempfile
-import urllib.request
 import zlib
 
 import numpy as np
 
-from model.utils import UserError
+from model.errors import UserError
 
 SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
-MIRRORS = (
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-)
-
-# SHA-256 of the canonical compressed archives NAME.gz as served by the mirrors.
-ARCHIVE_SHA256 = {
-    "train-images-idx3-ubyte": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    "train-labels-idx1-ubyte": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-    "t10k-images-idx3-ubyte": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-    "t10k-labels-idx1-ubyte": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaae03ffd0b93bf7b1",
-}
-
-# SHA-256 of the decompressed MNIST files: identifies MNIST whatever the gzip wrapper.
-RAW_SHA256 = {
-    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-}
-
 _GZIP_MAGIC = b"\x1f\x8b"
 _UBYTE = 0x08
-_DOWNLOAD_TIMEOUT_S = 60
 
 
 class DataError(UserError):
@@ -162,119 +134,30 @@ def _find(data_dir, name):
     return None
 
 
-def download(name, data_dir, mirrors=MIRRORS, sha256=None):
-    """Download ``name``.gz from the first mirror that serves it with the right SHA-256.
-
-    The bytes go to a temporary file in ``data_dir`` that is renamed to ``name.gz``
-    only after its checksum matched, so an interrupted or corrupt download leaves
-    nothing behind.
-
-    Args:
-        name: file name without ``.gz`` (a key of :data:`ARCHIVE_SHA256` unless
-            ``sha256`` is given).
-        data_dir: destination folder (created if needed).
-        mirrors: base URLs ending in ``/``.
-        sha256: expected hex digest; defaults to ``ARCHIVE_SHA256[name]``.
-
-    Returns:
-        Path of the verified ``name.gz``.
-
-    Raises:
-        DataError: when no mirror gave a verified copy (the message lists why).
-    """
-    path, failures = _try_mirrors(name, data_dir, mirrors, sha256 or ARCHIVE_SHA256[name])
-    if path is None:
-        raise DataError(_download_failure(data_dir, [name], failures))
-    return path
-
-
-def _download_failure(data_dir, names, failures):
-    files = ", ".join(name + ".gz" for name in names)
-    folder = os.path.abspath(data_dir)
-    return (f"could not download {names[0]}.gz into {folder} ({'; '.join(failures)}); "
-            f"copy {files} from the project's data/mnist/ into {folder}")
-
-
-def _try_mirrors(name, data_dir, mirrors, expected):
-    """(path of the verified ``name.gz``, []) or (None, one reason per mirror)."""
-    target = os.path.join(data_dir, name + ".gz")
-    failures = []
-    for mirror in mirrors:
-        url = mirror + name + ".gz"
-        try:
-            os.makedirs(data_dir, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=data_dir)
-        except OSError as err:
-            raise DataError(f"cannot write into {data_dir} ({err.strerror}); make it "
-                            "writable or copy the files there yourself") from None
-        try:
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, \
-                    urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != expected:
-                failures.append(f"{url}: SHA-256 {digest.hexdigest()} != {expected}")
-                continue
-            os.replace(tmp, target)
-            logging.info("Downloaded %s to %s (SHA-256 verified)", url, target)
-            return target, []
-        except (OSError, ValueError) as err:
-            # URLError and socket timeouts are OSErrors; ValueError: malformed URL.
-            failures.append(f"{url}: {getattr(err, 'reason', err)}")
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    return None, failures
-
-
-def _is_mnist(path, name):
-    return hashlib.sha256(_read_bytes(path)).hexdigest() == RAW_SHA256[name]
-
-
-def _fetch_missing(data_dir, split, found, download_enabled, mirrors):
-    """Download the split's missing files when the folder holds MNIST or nothing of the split."""
-    missing = [name for name, path in found.items() if path is None]
-    where = f"in {os.path.abspath(data_dir)}"
-    wanted = ", ".join(f"{name}[.gz]" for name in missing)
-    present = {name: path for name, path in found.items() if path is not None}
-    foreign = [path for name, path in present.items() if not _is_mnist(path, name)]
-    if foreign:
-        raise DataError(f"{wanted} missing {where}, next to {foreign[0]} which is not "
-                        f"MNIST; add the missing IDX file(s) of your dataset "
-                        "(see data/README.md)")
-    if not download_enabled:
-        raise DataError(f"{wanted} missing {where}; copy the {split} files from the "
-                        "project's data/mnist/ (or your own IDX files, see data/README.md) "
-                        "there")
-    for i, name in enumerate(missing):
-        found[name], failures = _try_mirrors(name, data_dir, mirrors, ARCHIVE_SHA256[name])
-        if found[name] is None:
-            raise DataError(_download_failure(data_dir, missing[i:], failures))
-
-
-def load_split(data_dir, split, download=True, mirrors=MIRRORS):
-    """Load one split of an IDX dataset, downloading missing MNIST files if allowed.
+def load_split(data_dir, split):
+    """Load one split of an IDX dataset.
 
     Args:
         data_dir: folder with the IDX files (see the module docstring).
         split: "train" or "test".
-        download: fetch missing MNIST files from ``mirrors`` (verified by SHA-256).
-        mirrors: base URLs of the canonical MNIST archives.
 
     Returns:
         (images uint8 [N, rows, cols], labels int64 [N]).
 
     Raises:
-        DataError: missing files (and no verified download), invalid files, or image
-            and label files of different lengths.
+        DataError: missing or invalid files, or image and label files of different
+            lengths.
     """
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
     found = {name: _find(data_dir, name) for name in SPLITS[split]}
-    if None in found.values():
-        _fetch_missing(data_dir, split, found, download, mirrors)
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        raise DataError(
+            f"{', '.join(name + '[.gz]' for name in missing)} missing in "
+            f"{os.path.abspath(data_dir)}; copy the {split} "
+            "files there from the project's data/mnist/ (or your own IDX files, see "
+            "data/README.md), or pass the folder that holds them as --data_dir")
     images_name, labels_name = SPLITS[split]
     images = read_idx_images(found[images_name])
     labels = read_idx_labels(found[labels_name])

@@ -1,22 +1,20 @@
-"""The embedding network and the train / eval steps that compute the triplet loss.
+"""The network, the optimizer and the steps of a run (the original's ``model_fn``, in TF2).
 
-The network is the original project's CNN (two conv blocks, then one dense
-layer to ``embedding_size``) as a Keras 3 model. The steps are ``tf.function``s
-built once per run; under a ``tf.distribute`` strategy the embeddings and labels
-of every replica are gathered before mining, so the loss of a distributed step is
-the loss of the whole global batch (see :func:`make_train_step`).
+It holds what the TF1 project's ``model_fn`` built as one graph, now as separate
+pieces: the original CNN (two conv blocks, then one dense layer to
+``embedding_size``) as a Keras 3 model, Adam, the loss of ``params.triplet_strategy``
+with its TensorBoard summaries, and the ``tf.function`` steps built once per run
+(train, embed, evaluation loss). Under a ``tf.distribute`` strategy the embeddings and
+labels of every replica are gathered before mining, so the loss of a distributed step
+is the loss of the whole global batch (see :func:`make_train_step`).
 """
+
+import functools
 
 import keras
 import tensorflow as tf
 
 from model import triplet_loss
-
-STRATEGY_SUMMARIES = {
-    "batch_all": ("fraction_positive_triplets",),
-    "batch_hard": ("hardest_positive_dist", "hardest_negative_dist"),
-    "batch_semihard": (),
-}
 
 
 def build_model(params, dtype_policy=None):
@@ -49,40 +47,29 @@ def build_model(params, dtype_policy=None):
     return keras.Model(inputs, out, name="triplet_embedding_net")
 
 
+def build_plain_model(params):
+    """The network on one device in float32, whatever strategy and precision trained it."""
+    return build_model(params.replace(distribution="none"), dtype_policy="float32")
+
+
 def compute_loss(params, labels, embeddings):
-    """The loss of ``params.triplet_strategy`` and its scalar figures for TensorBoard.
+    """The loss of ``params.triplet_strategy`` and its scalar summaries for TensorBoard.
 
     Args:
-        params: a :class:`model.utils.Params`.
+        params: a :class:`model.params.Params`.
         labels: int [B] labels of the batch.
         embeddings: float [B, D] embeddings of the batch.
 
     Returns:
-        (loss, figures): a float32 scalar, and a dict of float32 scalars named as in
-        SPEC (``fraction_positive_triplets``, ``hardest_positive_dist``, ...) plus
+        (loss, summaries): a float32 scalar, and a dict of float32 scalars named as in
+        the README (``fraction_positive_triplets``, ``hardest_positive_dist``, ...) plus
         ``embedding_mean_norm``.
     """
-    margin, squared = params.margin, params.squared
-    if params.triplet_strategy == "batch_all":
-        loss, fraction = triplet_loss.batch_all_triplet_loss(
-            labels, embeddings, margin, squared, soft_margin=params.soft_margin)
-        figures = {"fraction_positive_triplets": fraction}
-    elif params.triplet_strategy == "batch_hard":
-        loss, hardest_pos, hardest_neg = triplet_loss.batch_hard_triplet_loss(
-            labels, embeddings, margin, squared, soft_margin=params.soft_margin)
-        # Averaged over the anchors that have a positive (a negative): the placeholders
-        # of the others (0, the row maximum) would blur the curves.
-        has_positive = tf.reduce_any(triplet_loss.anchor_positive_mask(labels), axis=1)
-        has_negative = tf.reduce_any(triplet_loss.anchor_negative_mask(labels), axis=1)
-        figures = {"hardest_positive_dist": triplet_loss.masked_mean(hardest_pos, has_positive),
-                   "hardest_negative_dist": triplet_loss.masked_mean(
-                       hardest_neg, has_negative)}
-    else:
-        loss = triplet_loss.batch_semihard_triplet_loss(labels, embeddings, margin, squared)
-        figures = {}
+    loss_with_summaries = triplet_loss.STRATEGIES[params.triplet_strategy]
+    loss, summaries = loss_with_summaries(labels, embeddings, params.margin, params.squared,
+                                          soft_margin=params.soft_margin)
     norms = tf.norm(tf.cast(embeddings, tf.float32), axis=1)
-    figures["embedding_mean_norm"] = tf.reduce_mean(norms)
-    return loss, figures
+    return loss, {**summaries, "embedding_mean_norm": tf.reduce_mean(norms)}
 
 
 def _image_spec(params):
@@ -107,8 +94,8 @@ def _replica_slice(images, labels, context):
     return images[start:stop], labels[start:stop]
 
 
-def make_train_step(model, optimizer, params, strategy=None):
-    """A ``tf.function(images, labels) -> (loss, figures)`` that takes one optimizer step.
+def make_train_step(model, optimizer, params, strategy=None, loss_fn=None):
+    """A ``tf.function(images, labels) -> (loss, summaries)`` that takes one optimizer step.
 
     ``images`` and ``labels`` are the whole global batch, on every worker. With a
     strategy of N replicas each replica embeds its own contiguous slice; the slices are
@@ -117,8 +104,12 @@ def make_train_step(model, optimizer, params, strategy=None):
     ``all_gather`` sums the upstream gradients of all replicas (N identical copies of
     dL/d(slice)) and the optimizer sums the replicas' gradients again, so each replica
     differentiates L / N: the update is exactly that of L on one device.
+
+    ``loss_fn(labels, embeddings) -> (loss, summaries)`` replaces :func:`compute_loss`
+    (e.g. to time another loss on the same step).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    loss_fn = loss_fn or functools.partial(compute_loss, params)
     scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     # Slot variables created lazily inside the first traced step would be created in a
     # replica context, which tf.distribute does not allow: create them now.
@@ -135,20 +126,20 @@ def make_train_step(model, optimizer, params, strategy=None):
             if replicas > 1:
                 embeddings = context.all_gather(embeddings, axis=0)
                 labels = context.all_gather(labels, axis=0)
-            loss, figures = compute_loss(params, labels, embeddings)
+            loss, summaries = loss_fn(labels, embeddings)
             objective = loss / replicas
             if scales_loss:
                 objective = optimizer.scale_loss(objective)
         grads = tape.gradient(objective, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss, figures
+        return loss, summaries
 
     @tf.function(input_signature=_image_spec(params))
     def train_step(images, labels):
-        loss, figures = strategy.run(replica_step, args=(images, labels))
-        # Every replica holds the same global figures: report the first copy.
+        loss, summaries = strategy.run(replica_step, args=(images, labels))
+        # Every replica holds the same global summaries: report the first copy.
         return tf.nest.map_structure(
-            lambda value: strategy.experimental_local_results(value)[0], (loss, figures))
+            lambda value: strategy.experimental_local_results(value)[0], (loss, summaries))
 
     return train_step
 
@@ -164,7 +155,7 @@ def make_embed_step(model, params):
 
 
 def make_loss_step(params):
-    """A ``tf.function(labels, embeddings) -> (loss, figures)`` of one evaluation batch."""
+    """A ``tf.function(labels, embeddings) -> (loss, summaries)`` of one evaluation batch."""
 
     @tf.function(input_signature=(tf.TensorSpec([None], tf.int64),
                                   tf.TensorSpec([None, params.embedding_size], tf.float32)))

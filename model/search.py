@@ -2,15 +2,20 @@
 
 import itertools
 import json
+import logging
 import os
-import re
 
-from model.utils import PARAMS_FILENAME, UserError, params_from_dict
+from model import files
+from model.errors import UserError
+from model.params import PARAMS_FILENAME, params_from_dict
 
 RESULT_COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "loss")
-# What training.train_and_evaluate logs to train.log (see its logging.info calls).
-_EPOCH_TIMES = re.compile(r"\| ([0-9.]+)s \(\+([0-9.]+)s eval\)$", re.MULTILINE)
-_UNTRAINED = re.compile(r"Untrained network: .*precision_at_1 ([0-9.]+) .*map_at_r ([0-9.]+)")
+UNTRAINED_FILENAME = "metrics_eval_untrained.json"
+UNTRAINED_COLUMNS = ("precision_at_1", "map_at_r")
+TABLE_COLUMNS = RESULT_COLUMNS + ("train_minutes",) + tuple(
+    f"untrained_{name}" for name in UNTRAINED_COLUMNS)
+# Folders a run writes into its model_dir: no experiment below them.
+RUN_OUTPUT_DIRS = ("checkpoints", "best", "export", "train", "eval")
 
 
 def parse_axis(text):
@@ -70,54 +75,48 @@ def write_children(parent_dir, runs):
                                 "another parent folder")
         else:
             os.makedirs(child, exist_ok=True)
-            with open(path, "w") as f:
-                json.dump(values, f, indent=4)
-                f.write("\n")
+            files.write_text(path, json.dumps(values, indent=4) + "\n")
         paths.append(child)
     return paths
 
 
 def collect_results(parent_dir, which="best"):
-    """Rows ``(experiment, metrics dict)`` for every folder below ``parent_dir`` with results."""
+    """Rows ``(experiment, metrics dict)`` for every folder below ``parent_dir`` with results.
+
+    Reads ``metrics_eval_{which}.json`` (its figures, epoch and ``train_minutes``) and,
+    when present, ``metrics_eval_untrained.json`` (as ``untrained_*`` columns). A file
+    that is not a JSON object of figures is skipped with a one-line warning naming it.
+    """
     rows = []
     filename = f"metrics_eval_{which}.json"
-    for root, dirs, files in os.walk(parent_dir):
-        dirs[:] = sorted(d for d in dirs if d not in ("checkpoints", "best", "export",
-                                                      "train", "eval"))
-        if filename in files:
-            with open(os.path.join(root, filename)) as f:
-                values = json.load(f)
-            values.update(_log_summary(os.path.join(root, "train.log")))
-            rows.append((os.path.relpath(root, parent_dir), values))
+    for root, dirs, names in os.walk(parent_dir):
+        dirs[:] = sorted(d for d in dirs if d not in RUN_OUTPUT_DIRS)
+        if filename not in names:
+            continue
+        values = _read_figures(os.path.join(root, filename))
+        if values is None:
+            continue
+        if UNTRAINED_FILENAME in names:
+            untrained = _read_figures(os.path.join(root, UNTRAINED_FILENAME)) or {}
+            values.update({f"untrained_{name}": value for name, value in untrained.items()
+                           if name in UNTRAINED_COLUMNS})
+        rows.append((os.path.relpath(root, parent_dir), values))
     return rows
 
 
-def _log_summary(path):
-    """Training time and untrained figures of a run, from the lines its train.log holds.
-
-    Returns:
-        dict with ``train_minutes`` (training + evaluation of every completed epoch,
-        so a resumed run does not count its downtime) and ``untrained_precision_at_1``,
-        ``untrained_map_at_r`` when logged.
-    """
-    try:
-        with open(path) as f:
-            log = f.read()
-    except OSError:
-        return {}
-    summary = {}
-    times = [float(train) + float(evaluation) for train, evaluation in _EPOCH_TIMES.findall(log)]
-    if times:
-        summary["train_minutes"] = sum(times) / 60
-    untrained = _UNTRAINED.search(log)
-    if untrained:
-        summary["untrained_precision_at_1"] = float(untrained.group(1))
-        summary["untrained_map_at_r"] = float(untrained.group(2))
-    return summary
+def _read_figures(path):
+    values = files.read_json(path)
+    numbers = TABLE_COLUMNS + ("epoch",)
+    if values is None or not all(isinstance(values[name], (int, float))
+                                 and not isinstance(values[name], bool)
+                                 for name in numbers if name in values):
+        logging.warning("skipping %s: not a JSON object of figures (damaged or not written by "
+                        "train.py); train the run again to rewrite it", path)
+        return None
+    return values
 
 
-def markdown_table(rows, columns=RESULT_COLUMNS + ("train_minutes", "untrained_precision_at_1",
-                                                  "untrained_map_at_r")):
+def markdown_table(rows, columns=TABLE_COLUMNS):
     """A markdown table: one row per experiment, figures to 4 decimals (minutes to 1)."""
     header = ["experiment", "epoch", *columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -1,7 +1,9 @@
-"""Triplet losses with online mining (batch all, batch hard, batch semi-hard).
+"""Triplet losses with online mining: batch all, batch hard, batch semi-hard.
 
-Semantics follow SPEC section 1 (Moindrot 2018, Hermans et al. 2017, FaceNet).
-Shared conventions:
+The losses of Moindrot's "Triplet Loss and Online Triplet Mining in TensorFlow" (batch
+all, batch hard), of FaceNet (Schroff et al. 2015: semi-hard) and the soft margin of
+Hermans et al. (2017); the README's section "The losses" states every convention. Each
+loss is distances (:mod:`model.distances`), masks, mining and a reduction:
 
 * ``labels``: [B] or [B, 1] integer class ids. Floats holding integer values
   (Keras casts ``y_true`` to float32) are accepted; one-hot [B, C], non-integer
@@ -10,28 +12,23 @@ Shared conventions:
   ``tf.debugging`` assertion (``InvalidArgumentError``).
 * ``embeddings``: [B, D] float16, bfloat16, float32 or float64. Everything is
   computed in float32 and every returned tensor is float32.
+* ``distance``: None for the Euclidean distance (squared if ``squared``), a name in
+  :data:`model.distances.METRICS`, or a callable embeddings -> [B, B] distances.
 * A triplet (a, p, n) is valid when a != p, label[a] == label[p] and
   label[a] != label[n]. A batch without any valid triplet gives loss 0.
 * ``soft_margin`` replaces the hinge max(d(a,p) - d(a,n) + margin, 0) by
   softplus(d(a,p) - d(a,n)) (Hermans et al.); ``margin`` is then unused.
-"""
 
-import os
+:data:`STRATEGIES` maps each ``triplet_strategy`` of params.json to its loss and the
+summaries TensorBoard shows for it.
+"""
 
 import numpy as np
 import tensorflow as tf
 
-# A triplet counts as "positive" (and in the batch-all denominator) above this loss.
-_POSITIVE_LOSS = 1e-16
-# TF's searchsorted kernel runs on one thread: the losses split their searches
-# into this many independent ops so that the inter-op thread pool spreads them.
-_SEARCH_CHUNKS = max(1, min(os.cpu_count() or 1, 8))
-# The largest batch whose B x B indices fit in int32 (batch-all indexes flat tensors).
-_MAX_BATCH = 46340
-# Elements of one [chunk, P, N] block in the soft-margin batch-all loop
-# (4 MiB per float32 temporary: small enough to stay in cache, big enough
-# that the per-iteration overhead is negligible).
-_SOFT_MARGIN_BLOCK = 2**20
+from model import distances as distances_lib
+from model import exact_batch_all
+from model.exact_batch_all import POSITIVE_LOSS
 
 
 def pairwise_distances(embeddings, squared=False):
@@ -47,37 +44,7 @@ def pairwise_distances(embeddings, squared=False):
         the distance is 0 (sqrt'(0) is infinite; 0 is a subgradient of the
         unsquared distance there and the gradient of the squared one).
     """
-    embeddings = _check_embeddings(embeddings)
-
-    # A hand-written gradient: one [B, B] pass and two matrix products, where
-    # differentiating the forward ops would take a dozen [B, B] passes.
-    @tf.custom_gradient
-    def distances_of(embeddings):
-        dot = tf.matmul(embeddings, embeddings, transpose_b=True)
-        # The norms come from the same product, so the diagonal and identical rows
-        # cancel exactly: (n_i - 2 n_i) + n_i == 0.
-        square_norm = tf.linalg.diag_part(dot)
-        raw = square_norm[:, None] - 2.0 * dot + square_norm[None, :]
-        # Round-off leaves small negatives.
-        squared_distances = tf.maximum(raw, 0.0)
-        distances = squared_distances if squared else tf.sqrt(squared_distances)
-
-        def grad(upstream):
-            if squared:
-                upstream_squared = tf.where(raw > 0.0, upstream, 0.0)
-            else:
-                upstream_squared = 0.5 * tf.math.divide_no_nan(upstream, distances)
-            # d/de_k of n_i + n_j - 2 e_i.e_j summed with weights G:
-            # 2 (rowsum_k + colsum_k) e_k - 2 (G e)_k - 2 (G^T e)_k.
-            norms_weight = (tf.reduce_sum(upstream_squared, axis=1)
-                            + tf.reduce_sum(upstream_squared, axis=0))
-            mixed = (tf.matmul(upstream_squared, embeddings)
-                     + tf.matmul(upstream_squared, embeddings, transpose_a=True))
-            return 2.0 * (norms_weight[:, None] * embeddings - mixed)
-
-        return distances, grad
-
-    return distances_of(embeddings)
+    return distances_lib.distance_matrix(embeddings, _metric(squared, None))
 
 
 def anchor_positive_mask(labels):
@@ -116,16 +83,18 @@ def triplet_mask(labels):
     return _triplet_mask(_check_labels(labels))
 
 
-def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margin=False):
+def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margin=False,
+                           distance=None):
     """Average loss over the positive triplets among all valid triplets of the batch.
 
-    Exact. The hinge version never builds a B x B x B tensor: each anchor's
-    thresholds d(a, p) + margin are sorted, and one binary search per negative
-    among them gives every triplet count and sum (see ``_hinge_triplet_sum``),
-    so time is O(B^2 log B) and memory O(B^2). The soft-margin version has no such
-    shortcut (every valid triplet contributes): its time is O(B^3) (exactly,
-    B x the largest #positives x the largest #negatives of an anchor) and its
-    memory stays O(B^2) by looping over chunks of anchors.
+    loss = sum over valid (a, p, n) of max(d(a,p) - d(a,n) + margin, 0), divided by
+    the number of those triplets whose loss is > 1e-16 (averaging over the easy zeros
+    too would shrink the loss to nothing as training progresses).
+
+    Exact, without the B x B x B tensor of :func:`batch_all_triplet_loss_naive`: see
+    :mod:`model.exact_batch_all` (hinge: O(B^2 log B) time, O(B^2) memory; soft
+    margin: O(B^3) time, exactly B x the largest #positives x the largest #negatives
+    of an anchor, O(B^2) memory).
 
     Args:
         labels: [B] or [B, 1] integer class ids.
@@ -133,6 +102,7 @@ def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margi
         margin: float, margin of the hinge (unused with ``soft_margin``).
         squared: use squared Euclidean distances.
         soft_margin: softplus(d(a,p) - d(a,n)) instead of the hinge.
+        distance: see the module docstring.
 
     Returns:
         (loss, fraction_positive_triplets), float32 scalars: loss = sum of the
@@ -141,40 +111,44 @@ def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margi
         With ``soft_margin`` nearly every valid triplet counts (softplus is
         > 1e-16 unless d(a, n) - d(a, p) > 36.8), so the fraction stays near 1.
     """
-    labels, distances = _prepare(labels, embeddings, squared)
+    labels, distances = _prepare(labels, embeddings, squared, distance)
     negative = _anchor_negative_mask(labels)
     if soft_margin:
         positive = _anchor_positive_mask(labels)
-        total, num_positive = _soft_margin_triplet_sum(distances, positive, negative)
+        total, num_positive = exact_batch_all.soft_margin_triplet_sum(distances, positive,
+                                                                      negative)
         num_valid = tf.reduce_sum(_row_count(positive) * _row_count(negative))
     else:
-        columns, is_positive, class_sizes = _class_members(labels)
-        total, num_positive = _hinge_triplet_sum(distances, columns, is_positive, negative,
-                                                 margin)
+        columns, is_positive, class_sizes = exact_batch_all.class_members(labels)
+        total, num_positive = exact_batch_all.hinge_triplet_sum(
+            distances, columns, is_positive, negative, margin)
         class_sizes = tf.cast(class_sizes, tf.int64)
         num_valid = tf.reduce_sum((class_sizes - 1) * (tf.size(labels, tf.int64) - class_sizes))
     return _positive_average(total, num_positive, num_valid)
 
 
-def batch_all_triplet_loss_naive(labels, embeddings, margin, squared=False, soft_margin=False):
+def batch_all_triplet_loss_naive(labels, embeddings, margin, squared=False, soft_margin=False,
+                                 distance=None):
     """The textbook batch-all loss that builds every B x B x B triplet.
 
     Same arguments and results as :func:`batch_all_triplet_loss`; O(B^3)
     memory, kept as the reference for tests and benchmarks.
     """
-    labels, distances = _prepare(labels, embeddings, squared)
+    labels, distances = _prepare(labels, embeddings, squared, distance)
     differences = distances[:, :, None] - distances[:, None, :]
     losses = _triplet_losses(differences, margin, soft_margin)
     valid = _triplet_mask(labels)
     losses = tf.where(valid, losses, 0.0)
-    num_positive = tf.reduce_sum(tf.cast(losses > _POSITIVE_LOSS, tf.int64))
+    num_positive = tf.reduce_sum(tf.cast(losses > POSITIVE_LOSS, tf.int64))
     num_valid = tf.reduce_sum(tf.cast(valid, tf.int64))
     return _positive_average(tf.reduce_sum(losses), num_positive, num_valid)
 
 
-def batch_hard_triplet_loss(labels, embeddings, margin, squared=False, soft_margin=False):
+def batch_hard_triplet_loss(labels, embeddings, margin, squared=False, soft_margin=False,
+                            distance=None):
     """For each anchor, the hardest positive against the hardest negative.
 
+    loss = mean over anchors a of max(max_p d(a,p) - min_n d(a,n) + margin, 0).
     Anchors without a positive or without a negative in the batch form no
     triplet and are left out of the mean (the TF1 original let an anchor
     without a positive contribute max(margin - hardest_negative, 0)).
@@ -185,6 +159,7 @@ def batch_hard_triplet_loss(labels, embeddings, margin, squared=False, soft_marg
         margin: float, margin of the hinge (unused with ``soft_margin``).
         squared: use squared Euclidean distances.
         soft_margin: softplus(hardest_pos - hardest_neg) instead of the hinge.
+        distance: see the module docstring.
 
     Returns:
         loss: float32 scalar, mean over anchors having both a positive and a
@@ -195,24 +170,11 @@ def batch_hard_triplet_loss(labels, embeddings, margin, squared=False, soft_marg
             has no negative, the largest distance in its row (what the TF1
             original's masking gives: finite and never "hard").
     """
-    labels, distances = _prepare(labels, embeddings, squared)
-    positive, negative = _anchor_positive_mask(labels), _anchor_negative_mask(labels)
-    has_positive = tf.reduce_any(positive, axis=1)
-    has_negative = tf.reduce_any(negative, axis=1)
-    # Infinite fill values keep masked entries out of the max/min; the
-    # tf.where afterwards replaces the infinities of empty rows, and their
-    # gradient there is exactly zero.
-    hardest_positive = tf.reduce_max(tf.where(positive, distances, -np.inf), axis=1)
-    hardest_positive = tf.where(has_positive, hardest_positive, 0.0)
-    hardest_negative = tf.reduce_min(tf.where(negative, distances, np.inf), axis=1)
-    hardest_negative = tf.where(has_negative, hardest_negative, tf.reduce_max(distances, axis=1))
-    differences = hardest_positive - hardest_negative
-    losses = _triplet_losses(differences, margin, soft_margin)
-    loss = masked_mean(losses, has_positive & has_negative)
-    return loss, hardest_positive, hardest_negative
+    loss, hardest = _batch_hard(labels, embeddings, margin, squared, soft_margin, distance)
+    return loss, hardest.positive_dist, hardest.negative_dist
 
 
-def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False):
+def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False, distance=None):
     """FaceNet semi-hard mining (tf.contrib ``triplet_semihard_loss`` semantics).
 
     For every (a, p) pair the negative is the closest one farther than
@@ -224,27 +186,78 @@ def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False):
         embeddings: [B, D] floating tensor.
         margin: float, margin of the hinge.
         squared: use squared Euclidean distances.
+        distance: see the module docstring.
 
     Returns:
         float32 scalar: mean of max(d(a,p) - d(a,n) + margin, 0) over the (a, p)
         pairs whose anchor has at least one negative; 0 when there is none.
     """
-    labels, distances = _prepare(labels, embeddings, squared)
+    labels, distances = _prepare(labels, embeddings, squared, distance)
     positive, negative = _anchor_positive_mask(labels), _anchor_negative_mask(labels)
     sorted_keys, sorted_distances = _sorted_negatives(distances, negative)
     num_negatives = _row_count(negative, tf.int32)[:, None]
     # Number of negatives with d(a, n) <= d(a, p): the semi-hard one comes next.
-    not_farther = _searchsorted_rows(sorted_keys, distances)
+    not_farther = exact_batch_all.searchsorted_rows(sorted_keys, distances)
     index = tf.where(not_farther < num_negatives, not_farther, num_negatives - 1)
     negative_distances = tf.gather(sorted_distances, tf.maximum(index, 0), batch_dims=1)
     losses = _triplet_losses(distances - negative_distances, margin, soft_margin=False)
     return masked_mean(losses, positive & (num_negatives > 0))
 
 
-def _prepare(labels, embeddings, squared):
+def masked_mean(values, mask):
+    """Mean of ``values`` where ``mask`` holds; 0 (with zero gradient) when it holds nowhere."""
+    count = tf.reduce_sum(tf.cast(mask, tf.float32))
+    return tf.reduce_sum(tf.where(mask, values, 0.0)) / tf.maximum(count, 1.0)
+
+
+# --- The strategies of params.json: loss and TensorBoard summaries ---------------------
+# Each takes (labels, embeddings, margin, squared, soft_margin, distance) and returns
+# (loss, dict of float32 scalar summaries named as in the README).
+
+def _batch_all_with_summaries(labels, embeddings, margin, squared=False, soft_margin=False,
+                              distance=None):
+    loss, fraction = batch_all_triplet_loss(labels, embeddings, margin, squared, soft_margin,
+                                            distance)
+    return loss, {"fraction_positive_triplets": fraction}
+
+
+def _batch_hard_with_summaries(labels, embeddings, margin, squared=False, soft_margin=False,
+                               distance=None):
+    loss, hardest = _batch_hard(labels, embeddings, margin, squared, soft_margin, distance)
+    # Averaged over the anchors that have a positive (a negative): the placeholders of
+    # the others (0, the row maximum) would blur the curves.
+    return loss, {
+        "hardest_positive_dist": masked_mean(hardest.positive_dist, hardest.has_positive),
+        "hardest_negative_dist": masked_mean(hardest.negative_dist, hardest.has_negative)}
+
+
+def _batch_semihard_with_summaries(labels, embeddings, margin, squared=False, soft_margin=False,
+                                   distance=None):
+    if soft_margin:
+        raise ValueError("batch_semihard has no soft margin: its negatives are chosen by the "
+                         "margin; use batch_all or batch_hard")
+    return batch_semihard_triplet_loss(labels, embeddings, margin, squared, distance), {}
+
+
+STRATEGIES = {
+    "batch_all": _batch_all_with_summaries,
+    "batch_hard": _batch_hard_with_summaries,
+    "batch_semihard": _batch_semihard_with_summaries,
+}
+
+
+# --- Building blocks --------------------------------------------------------------------
+
+def _metric(squared, distance):
+    if distance is not None:
+        return distance
+    return "squared_euclidean" if squared else "euclidean"
+
+
+def _prepare(labels, embeddings, squared, distance):
     """Checked [B] int64 labels and [B, B] float32 distances of matching batch size."""
     labels = _check_labels(labels)
-    distances = pairwise_distances(embeddings, squared=squared)
+    distances = distances_lib.distance_matrix(embeddings, _metric(squared, distance))
     batch_labels, batch_embeddings = labels.shape[0], distances.shape[0]
     if batch_labels is not None and batch_embeddings is not None:
         if batch_labels != batch_embeddings:
@@ -258,16 +271,28 @@ def _prepare(labels, embeddings, squared):
     return labels, distances
 
 
-def _check_embeddings(embeddings):
-    embeddings = tf.convert_to_tensor(embeddings)
-    if not embeddings.dtype.is_floating:
-        raise ValueError(
-            f"embeddings must be floating point, got {embeddings.dtype.name}; "
-            "cast them to float32")
-    if embeddings.shape.rank is not None and embeddings.shape.rank != 2:
-        raise ValueError(
-            f"embeddings must have shape [batch_size, embedding_size], got {embeddings.shape}")
-    return tf.cast(embeddings, tf.float32)
+class _Hardest:
+    """Batch-hard mining of one batch: per anchor, the hardest distances and which exist."""
+
+    def __init__(self, labels, distances):
+        positive, negative = _anchor_positive_mask(labels), _anchor_negative_mask(labels)
+        self.has_positive = tf.reduce_any(positive, axis=1)
+        self.has_negative = tf.reduce_any(negative, axis=1)
+        # Infinite fill values keep masked entries out of the max/min; the tf.where
+        # afterwards replaces the infinities of empty rows, and their gradient there
+        # is exactly zero.
+        hardest_positive = tf.reduce_max(tf.where(positive, distances, -np.inf), axis=1)
+        self.positive_dist = tf.where(self.has_positive, hardest_positive, 0.0)
+        hardest_negative = tf.reduce_min(tf.where(negative, distances, np.inf), axis=1)
+        self.negative_dist = tf.where(self.has_negative, hardest_negative,
+                                      tf.reduce_max(distances, axis=1))
+
+
+def _batch_hard(labels, embeddings, margin, squared, soft_margin, distance):
+    labels, distances = _prepare(labels, embeddings, squared, distance)
+    hardest = _Hardest(labels, distances)
+    losses = _triplet_losses(hardest.positive_dist - hardest.negative_dist, margin, soft_margin)
+    return masked_mean(losses, hardest.has_positive & hardest.has_negative), hardest
 
 
 def _check_labels(labels):
@@ -312,15 +337,11 @@ def _check_integer_values(labels):
     return labels
 
 
-def _margin(margin):
-    return tf.cast(margin, tf.float32)
-
-
 def _triplet_losses(differences, margin, soft_margin):
     """Losses from d(a, p) - d(a, n): the hinge with ``margin``, or softplus."""
     if soft_margin:
         return tf.nn.softplus(differences)
-    return tf.nn.relu(differences + _margin(margin))
+    return tf.nn.relu(differences + tf.cast(margin, tf.float32))
 
 
 def _anchor_positive_mask(labels):
@@ -339,12 +360,6 @@ def _triplet_mask(labels):
 
 def _row_count(mask, dtype=tf.int64):
     return tf.reduce_sum(tf.cast(mask, dtype), axis=1)
-
-
-def masked_mean(values, mask):
-    """Mean of ``values`` where ``mask`` holds; 0 (with zero gradient) when it holds nowhere."""
-    count = tf.reduce_sum(tf.cast(mask, tf.float32))
-    return tf.reduce_sum(tf.where(mask, values, 0.0)) / tf.maximum(count, 1.0)
 
 
 def _positive_average(total, num_positive, num_valid):
@@ -367,178 +382,3 @@ def _sorted_negatives(distances, negative):
     keys = tf.where(negative, distances, np.inf)
     order = tf.argsort(keys, axis=1)
     return tf.gather(keys, order, batch_dims=1), tf.gather(distances, order, batch_dims=1)
-
-
-def _class_members(labels):
-    """Every anchor's class, as columns of the distance matrix packed in a row.
-
-    Args:
-        labels: [B] int64 labels.
-
-    Returns:
-        columns: [B, W] int32, W the size of the largest class: row a lists the
-            members of a's class; where ``is_positive`` is False (a itself, and the
-            padding of smaller classes) it holds a.
-        is_positive: [B, W] bool, columns[a, j] is a positive of a.
-        class_sizes: [B] int32, the size of each anchor's class.
-    """
-    batch = tf.size(labels)
-    order = tf.argsort(labels, stable=True)
-    sorted_labels = tf.gather(labels, order)
-    first = tf.searchsorted(sorted_labels, labels, side="left", out_type=tf.int32)
-    end = tf.searchsorted(sorted_labels, labels, side="right", out_type=tf.int32)
-    class_sizes = end - first
-    width = tf.reduce_max(tf.concat([class_sizes, [1]], axis=0))  # 1 for an empty batch
-    offsets = tf.range(width)[None, :]
-    anchors = tf.range(batch)[:, None]
-    columns = tf.gather(order, tf.minimum(first[:, None] + offsets, end[:, None] - 1))
-    is_positive = (offsets < class_sizes[:, None]) & (columns != anchors)
-    return tf.where(is_positive, columns, anchors), is_positive, class_sizes
-
-
-def _hinge_triplet_sum(distances, columns, is_positive, negative, margin):
-    """Sum of the hinge losses of all valid triplets and the number of positive ones.
-
-    Triplet (a, p, n) has a positive loss exactly when d(a, n) < t(a, p), the
-    threshold d(a, p) + margin. With each anchor's thresholds sorted, a binary
-    search per negative counts c(a, n), the thresholds above d(a, n); a
-    histogram of those positions counts k(a, p), the negatives below t(a, p).
-    The sum is sum_p k t - sum_n c d(a, n) and its gradient is exactly k for
-    d(a, p) and -c for d(a, n). A tie, d(a, n) == t(a, p), has loss 0 and is
-    not counted.
-
-    Args:
-        distances: [B, B] float32.
-        columns, is_positive: [B, W], see ``_class_members``.
-        negative: [B, B] bool anchor-negative mask.
-        margin: float.
-
-    Returns:
-        (total, num_positive): float64 and int64 scalars.
-    """
-    margin = _margin(margin)
-    batch = tf.shape(distances)[0]
-    width = tf.shape(columns)[1]
-    # int32 flat indices into [B, B] (row * B + column) and [B, W + 1] tensors.
-    check = tf.debugging.assert_less_equal(
-        batch, _MAX_BATCH, message=f"batch-all supports batches of at most {_MAX_BATCH}")
-    with tf.control_dependencies([check] if check is not None else []):
-        rows = tf.range(batch)[:, None]
-
-    @tf.custom_gradient
-    def hinge_sum(distances):
-        flat_distances = tf.reshape(distances, [-1])
-        thresholds = tf.where(is_positive,
-                              tf.gather(flat_distances, columns + batch * rows) + margin,
-                              -np.inf)
-        # Increasing, with the padding (-inf: below every distance) first.
-        negated, order = tf.math.top_k(-thresholds, k=width)
-        thresholds = -negated
-        # Non-negatives are searched at +inf: no threshold is above them.
-        below = _searchsorted_rows(thresholds, tf.where(negative, distances, np.inf))
-        negative_counts = width - below
-        # Negative n is below the thresholds of rank >= below[a, n]; the last bin
-        # collects the non-negatives.
-        histogram = tf.math.unsorted_segment_sum(
-            tf.ones_like(flat_distances, dtype=tf.int32),
-            tf.reshape(below + (width + 1) * rows, [-1]), batch * (width + 1))
-        positive_counts = tf.cumsum(tf.reshape(histogram, [-1, width + 1])[:, :-1], axis=1)
-        num_positive = tf.reduce_sum(tf.cast(tf.reduce_sum(negative_counts, axis=1), tf.int64))
-        # float64: the two sums cancel heavily.
-        total = (_dot64(positive_counts, tf.where(positive_counts > 0, thresholds, 0.0))
-                 - _dot64(negative_counts, distances))
-
-        def grad(upstream_total, upstream_count=None):
-            # k back at the columns of the positives (the padding's k is 0).
-            targets = tf.gather(columns, order, batch_dims=1) + batch * rows
-            positive_weights = tf.math.unsorted_segment_sum(
-                tf.reshape(positive_counts, [-1]), tf.reshape(targets, [-1]), batch * batch)
-            weights = tf.reshape(positive_weights, tf.shape(distances)) - negative_counts
-            return tf.cast(upstream_total, tf.float32) * tf.cast(weights, tf.float32)
-
-        return (total, num_positive), grad
-
-    return hinge_sum(distances)
-
-
-def _searchsorted_rows(sorted_rows, values):
-    """int32 [B, N]: per row, how many of ``sorted_rows`` [B, W] are <= ``values`` [B, N]."""
-    batch = tf.shape(values)[0]
-    bounds = [batch * i // _SEARCH_CHUNKS for i in range(_SEARCH_CHUNKS + 1)]
-    sizes = tf.stack(bounds[1:]) - tf.stack(bounds[:-1])
-    return tf.concat([tf.searchsorted(rows, row_values, side="right", out_type=tf.int32)
-                      for rows, row_values in zip(tf.split(sorted_rows, sizes, num=_SEARCH_CHUNKS),
-                                                  tf.split(values, sizes, num=_SEARCH_CHUNKS))],
-                     axis=0)
-
-
-def _dot64(counts, values):
-    return tf.reduce_sum(tf.cast(counts, tf.float64) * tf.cast(values, tf.float64))
-
-
-def _soft_margin_triplet_sum(distances, positive, negative):
-    """Sum of softplus(d(a,p) - d(a,n)) over all valid triplets and the number > 1e-16."""
-    # Packing each anchor's positives and negatives to the front shrinks the
-    # work from B x B x B to B x max #positives x max #negatives. The fill
-    # values make softplus and its slope exactly 0 for padding.
-    anchor_positive = _pack_front(distances, positive, -np.inf)
-    anchor_negative = _pack_front(distances, negative, np.inf)
-    return _softplus_triplet_sum(anchor_positive, anchor_negative)
-
-
-def _pack_front(values, mask, fill):
-    """[B, K]: each row's masked values first, then ``fill``; K = the largest row count."""
-    width = tf.reduce_max(_row_count(mask, tf.int32))
-    order = tf.argsort(tf.cast(mask, tf.int32), axis=1, direction="DESCENDING", stable=True)
-    return tf.gather(tf.where(mask, values, fill), order[:, :width], batch_dims=1)
-
-
-@tf.custom_gradient
-def _softplus_triplet_sum(anchor_positive, anchor_negative):
-    """Sum over a, p, n of softplus(anchor_positive[a, p] - anchor_negative[a, n]).
-
-    Loops over chunks of anchors so that memory stays O(chunk x P x N). The
-    gradient is accumulated in the same pass (the slope is the sigmoid of the
-    same differences), which avoids both a second pass and autodiff's storing
-    every chunk's intermediates.
-
-    Args:
-        anchor_positive: [B, P] float32, -inf for padding.
-        anchor_negative: [B, N] float32, +inf for padding.
-
-    Returns:
-        (total float64 scalar, number of terms > 1e-16 int64 scalar), and the
-        gradient function.
-    """
-    batch = tf.shape(anchor_positive, out_type=tf.int64)[0]
-    block = (tf.shape(anchor_positive, out_type=tf.int64)[1]
-             * tf.shape(anchor_negative, out_type=tf.int64)[1])
-    chunk = tf.maximum(_SOFT_MARGIN_BLOCK // tf.maximum(block, 1), 1)
-    num_chunks = (batch + chunk - 1) // chunk
-
-    def body(i, total, count, grad_positive, grad_negative):
-        rows = slice(i * chunk, tf.minimum((i + 1) * chunk, batch))
-        differences = anchor_positive[rows][:, :, None] - anchor_negative[rows][:, None, :]
-        losses = tf.nn.softplus(differences)
-        slopes = tf.sigmoid(differences)
-        total += tf.reduce_sum(tf.cast(tf.reduce_sum(losses, axis=[1, 2]), tf.float64))
-        count += tf.reduce_sum(tf.cast(losses > _POSITIVE_LOSS, tf.int64))
-        grad_positive = grad_positive.write(tf.cast(i, tf.int32), tf.reduce_sum(slopes, axis=2))
-        grad_negative = grad_negative.write(tf.cast(i, tf.int32), -tf.reduce_sum(slopes, axis=1))
-        return i + 1, total, count, grad_positive, grad_negative
-
-    def empty():
-        return tf.TensorArray(tf.float32, size=tf.cast(num_chunks, tf.int32), infer_shape=False)
-
-    _, total, count, grad_positive, grad_negative = tf.while_loop(
-        lambda i, *_: i < num_chunks, body,
-        (tf.constant(0, tf.int64), tf.constant(0.0, tf.float64), tf.constant(0, tf.int64),
-         empty(), empty()))
-    grad_positive = tf.reshape(grad_positive.concat(), tf.shape(anchor_positive))
-    grad_negative = tf.reshape(grad_negative.concat(), tf.shape(anchor_negative))
-
-    def grad(upstream_total, upstream_count=None):
-        upstream = tf.cast(upstream_total, tf.float32)
-        return upstream * grad_positive, upstream * grad_negative
-
-    return (total, count), grad

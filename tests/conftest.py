@@ -75,7 +75,7 @@ def trained_run(tmp_path_factory):
     import json
 
     from model import training
-    from model.utils import params_from_dict
+    from model.params import params_from_dict
 
     root = tmp_path_factory.mktemp("trained")
     data_dir = write_dataset(root / "data")

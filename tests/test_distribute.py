@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import distribute, training
+from model import distribute, evaluation, training
 from model.model_fn import build_model, compute_loss, make_train_step
-from model.utils import Params, UserError
+from model.errors import UserError
+from model.params import Params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(batch_size=32, num_channels=4, embedding_size=8, train_size=240, eval_size=100,
@@ -84,8 +85,8 @@ def test_mirrored_training_resumes_like_an_uninterrupted_run(tmp_path, tiny_data
     results = training.train_and_evaluate(params, resumed, tiny_data_dir, mirrored_strategy)
     last = json.load(open(os.path.join(resumed, "metrics_eval_last.json")))
     assert last["epoch"] == 2 and results["map_at_r"] == last["map_at_r"]
-    for a, b in zip(training.restore_model(straight, params).get_weights(),
-                    training.restore_model(resumed, params).get_weights()):
+    for a, b in zip(evaluation.restore_model(straight, params).get_weights(),
+                    evaluation.restore_model(resumed, params).get_weights()):
         np.testing.assert_array_equal(a, b)
 
 
@@ -117,7 +118,7 @@ def test_multi_worker_training_gives_identical_weights(tmp_path, tiny_data_dir):
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
     params = Params().replace(**TINY, num_epochs=1)
-    chief = training.restore_model(str(model_dir), params).get_weights()
+    chief = evaluation.restore_model(str(model_dir), params).get_weights()
     scratch = model_dir / ".scratch" / "worker_1" / "checkpoints"
     other = build_model(params)
     tf.train.Checkpoint(model=other).restore(tf.train.latest_checkpoint(str(scratch))

@@ -5,11 +5,10 @@ import collections
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import write_idx
 
 from model import input_fn
-from model.mnist_dataset import SPLITS
-from model.utils import Params, UserError
+from model.errors import UserError
+from model.params import Params
 
 SIZE = 6
 
@@ -192,7 +191,7 @@ def test_check_data_balanced_impossibilities():
     too_many = params(batch_size=10, num_classes_per_batch=5, num_images_per_class=2)
     with pytest.raises(UserError, match=r"num_classes_per_batch is 5 but the data holds "
                                         r"only 4 classes; set num_classes_per_batch to at most 4"):
-        input_fn.train_dataset(images, labels, too_many, 0)
+        input_fn.check_data(images, labels, too_many)
     too_few = params(batch_size=8, num_classes_per_batch=2, num_images_per_class=4)
     with pytest.raises(UserError, match=r"1 class\(es\) have fewer images \(class 2 has 3, "
                                         r"the smallest 3\); set num_images_per_class to at most 3"):
@@ -209,15 +208,9 @@ def test_steps_per_epoch():
     assert input_fn.steps_per_epoch(60000, balanced) == 937
 
 
-def test_input_fns_read_data_dir(tmp_path):
+def test_image_batches_hold_every_image_in_order():
     images, labels = make_data([12, 12])
-    for split in SPLITS:
-        write_idx(tmp_path / SPLITS[split][0], images, compress=True)
-        write_idx(tmp_path / SPLITS[split][1], labels, compress=True)
-    p = params(batch_size=5, eval_size=7)
-    train = epoch_indices(input_fn.train_input_fn(str(tmp_path), p, 0), images, labels)
-    assert sorted(np.concatenate(train).tolist()) == list(range(24))
-    direct = epoch_indices(input_fn.train_dataset(images, labels, p, 0), images, labels)
-    assert [b.tolist() for b in train] == [b.tolist() for b in direct]
-    test = epoch_indices(input_fn.test_input_fn(str(tmp_path), p), images, labels)
-    assert [b.tolist() for b in test] == [[0, 1, 2, 3, 4], [5, 6]]
+    batches = list(input_fn.image_batches(images, params(eval_size=7), 5))
+    assert [len(b) for b in batches] == [5, 5, 5, 5, 4]
+    np.testing.assert_array_equal(np.concatenate(batches)[..., 0],
+                                  images.astype(np.float32) / 255)

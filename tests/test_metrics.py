@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from model import metrics
+from model.errors import UserError
 from model.metrics import retrieval_metrics
 
 
@@ -196,3 +197,49 @@ def test_more_references_than_the_sample_matches_brute_force():
     expected = brute_force(embeddings, labels)
     assert 0.1 < expected["map_at_r"] < 0.9  # neither random nor perfect: ranking matters
     assert_metrics(retrieval_metrics(embeddings, labels, chunk_size=500), expected)
+
+
+# ---------------------------------------------------------------- verification threshold
+
+def brute_force_threshold(distances, same):
+    """Best accuracy of "same iff d <= t" over every candidate t (each distance and below all)."""
+    candidates = np.concatenate([[distances.min() - 1], distances])
+    return max(np.mean((distances <= t) == same) for t in candidates)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_best_threshold_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    same = rng.random(60) < 0.5
+    distances = np.where(same, rng.normal(1.0, 0.5, 60), rng.normal(2.0, 0.5, 60))
+    threshold, accuracy = metrics.best_threshold(distances, same)
+    assert accuracy == pytest.approx(brute_force_threshold(distances, same))
+    assert np.mean((distances <= threshold) == same) == pytest.approx(accuracy)
+
+
+def test_best_threshold_separable_and_hand_checked():
+    threshold, accuracy = metrics.best_threshold(np.array([0.1, 0.2, 0.9, 1.0]),
+                                                np.array([True, True, False, False]))
+    assert (threshold, accuracy) == (pytest.approx(0.55), 1.0)
+    threshold, accuracy = metrics.best_threshold(np.array([0.1, 0.2]), np.array([False, False]))
+    assert accuracy == 1.0 and threshold < 0.1
+
+
+def test_pair_distances_are_labelled_right():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 5)
+    embeddings = rng.normal(size=(20, 3)).astype(np.float32)
+    distances, same = metrics.pair_distances(embeddings, labels, 50, rng)
+    assert same.sum() == 50 and (~same).sum() == 50
+    with pytest.raises(UserError, match="two classes"):
+        metrics.pair_distances(embeddings, np.zeros(20), 5, rng)
+
+
+def test_calibrate_verification_on_separated_classes():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(5), 40)
+    embeddings = labels[:, None] * 10.0 + rng.normal(size=(200, 3))
+    record = metrics.calibrate_verification(embeddings, labels, num_pairs=500, seed=2)
+    assert record["held_out_accuracy"] == 1.0 and record["calibration_accuracy"] == 1.0
+    assert record["pairs_per_half"] == 1000
+    assert record == metrics.calibrate_verification(embeddings, labels, num_pairs=500, seed=2)

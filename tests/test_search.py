@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from model import search
-from model.utils import UserError
+from model.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,14 +55,13 @@ def test_collect_results_and_table(tmp_path):
         (folder / "metrics_eval_best.json").write_text(json.dumps(
             {"epoch": 3, "precision_at_1": p1, "map_at_r": 0.125}))
     (tmp_path / "a" / "inner" / "checkpoints").mkdir()
-    (tmp_path / "b" / "train.log").write_text(
-        "2026-11-22 12:00:00,000 INFO Untrained network: loss 0.3 precision_at_1 0.9453 "
-        "r_precision 0.4 map_at_r 0.3245\n"
-        "2026-11-22 12:01:00,000 INFO epoch 1/2 step 9 train_loss 0.4 | eval loss 0.3 "
-        "map_at_r 0.9 | 50.0s (+10.0s eval)\n"
-        "2026-11-22 12:02:00,000 INFO Resuming from x (epoch 1, step 9)\n"
-        "2026-11-22 12:03:00,000 INFO epoch 2/2 step 18 train_loss 0.4 | eval loss 0.3 "
-        "map_at_r 0.9 | 25.5s (+4.5s eval)\n")
+    (tmp_path / "b" / "metrics_eval_best.json").write_text(json.dumps(
+        {"epoch": 3, "precision_at_1": 0.5, "map_at_r": 0.125, "train_minutes": 1.5}))
+    (tmp_path / "b" / "metrics_eval_untrained.json").write_text(json.dumps(
+        {"epoch": 0, "loss": 0.3, "precision_at_1": 0.9453, "r_precision": 0.4,
+         "map_at_r": 0.3245}))
+    # A log is not read: rewording its lines cannot empty the table.
+    (tmp_path / "b" / "train.log").write_text("epoch 1/2 | 99.0s (+1.0s eval)\n")
     rows = search.collect_results(str(tmp_path))
     assert [name for name, _ in rows] == ["a/inner", "b"]
     table = search.markdown_table(rows).splitlines()
@@ -70,6 +69,20 @@ def test_collect_results_and_table(tmp_path):
                         "train_minutes | untrained_precision_at_1 | untrained_map_at_r |")
     assert table[2] == "| a/inner | 3 | 0.2500 |  | 0.1250 |  |  |  |  |"
     assert table[3] == "| b | 3 | 0.5000 |  | 0.1250 |  | 1.5 | 0.9453 | 0.3245 |"
+
+
+@pytest.mark.parametrize("content", ["", "{", "[1, 2]", '{"map_at_r": "high"}',
+                                     '{"epoch": true, "map_at_r": 0.5}'])
+def test_an_invalid_metrics_file_is_skipped_with_a_warning(tmp_path, caplog, content):
+    for name in ("good", "bad"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "good" / "metrics_eval_best.json").write_text('{"epoch": 1, "map_at_r": 0.5}')
+    bad = tmp_path / "bad" / "metrics_eval_best.json"
+    bad.write_text(content)
+    rows = search.collect_results(str(tmp_path))
+    assert [name for name, _ in rows] == ["good"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and str(bad) in warnings[0] and "\n" not in warnings[0]
 
 
 def test_search_cli_trains_each_setting(tmp_path, tiny_data_dir):

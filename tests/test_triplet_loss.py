@@ -375,38 +375,6 @@ def test_label_values_only_matter_through_equality(name):
     np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("chunks", [1, 3, 8])
-@pytest.mark.parametrize("batch", [1, 3, 37])
-def test_batch_all_search_chunks_give_the_same_result(monkeypatch, chunks, batch):
-    # More chunks than rows leaves some empty.
-    labels, embeddings = random_batch(15, batch, 2)
-    want = value_and_gradient("batch_all_naive", labels, embeddings)
-    monkeypatch.setattr(tl, "_SEARCH_CHUNKS", chunks)
-    got = value_and_gradient("batch_all", labels, embeddings)
-    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
-    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-7)
-
-
-def test_batch_all_refuses_batches_whose_indices_overflow_int32(monkeypatch):
-    monkeypatch.setattr(tl, "_MAX_BATCH", 8)
-    labels, embeddings = random_batch(16, 9, 3)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 8"):
-        tl.batch_all_triplet_loss(labels, embeddings, 0.5)
-    tl.batch_all_triplet_loss(labels[:8], embeddings[:8], 0.5)
-
-
-def test_soft_margin_chunks_give_the_same_result(monkeypatch):
-    labels, embeddings = random_batch(14, 20, 3)
-    whole = value_and_gradient("batch_all", labels, embeddings, soft_margin=True)
-    # A block of 7 elements forces one anchor per chunk.
-    monkeypatch.setattr(tl, "_SOFT_MARGIN_BLOCK", 7)
-    chunked = value_and_gradient("batch_all", labels, embeddings, soft_margin=True)
-    naive = value_and_gradient("batch_all_naive", labels, embeddings, soft_margin=True)
-    for got in (whole, chunked):
-        np.testing.assert_allclose(got[0], naive[0], rtol=1e-6)
-        np.testing.assert_allclose(got[1], naive[1], rtol=1e-5, atol=1e-7)
-
-
 # ---------------------------------------------------------------- dtypes and graphs
 
 

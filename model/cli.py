@@ -1,0 +1,138 @@
+"""What the entry scripts share: default paths, common arguments, logging, the error exit.
+
+Each script (``train.py``, ``evaluate.py``, ...) parses its arguments, then calls
+:func:`import_tensorflow` and imports the rest of ``model`` inside ``main(argv)``, so
+``--help`` answers without loading TensorFlow; :func:`run_cli` turns a
+:class:`~model.errors.UserError` into one line on stderr and exit status 2.
+"""
+
+import logging
+import os
+import re
+import sys
+import tempfile
+
+from model.errors import UserError
+
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA_DIR = os.path.join(REPO_DIR, "data", "mnist")
+CHECKPOINT_CHOICES = ("latest", "best")
+
+# What TensorFlow's C++ core prints while it loads, before its logging is initialised
+# (TF_CPP_MIN_LOG_LEVEL cannot hide these): absl's banner and INFO lines such as
+# "I0000 00:00:... port.cc:153] oneDNN custom operations are on...".
+_START_UP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
+    r"STDERR|I\d{4} [\d:.]+ +\d+ \S+:\d+\] .*)$")
+
+
+def add_data_dir_argument(parser, what="the IDX files"):
+    parser.add_argument(
+        "--data_dir", default=DEFAULT_DATA_DIR,
+        help=f"folder with {what}: train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+             "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] (default: the "
+             "shipped MNIST, %(default)s)")
+
+
+def add_checkpoint_argument(parser):
+    parser.add_argument(
+        "--checkpoint", choices=CHECKPOINT_CHOICES, default="latest",
+        help="which checkpoint to use: the last epoch's or the one with the best eval MAP@R "
+             "(default: %(default)s)")
+
+
+def import_tensorflow():
+    """Import TensorFlow with its start-up noise filtered out of stderr.
+
+    The C++ INFO lines and absl's banner (4 lines, printed twice) would bury the one-line
+    messages users need to read; warnings and errors printed while loading are kept.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    # Python-level INFO and WARNING lines of TensorFlow's C++ logging, once initialised.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved_stderr, 2)
+            os.close(saved_stderr)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not _START_UP_NOISE.match(line.rstrip("\n")):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def set_logger(log_path=None, level=logging.INFO):
+    """Log to the console and, if given, to ``log_path`` (appending, so resumed runs keep history)."""
+    logger = logging.getLogger()
+    logger.setLevel(level)
+    # TensorFlow's own INFO lines (checkpoint sharding through absl, SavedModel assets)
+    # are not about the run: keep their warnings and errors only.
+    for library in ("tensorflow", "absl"):
+        logging.getLogger(library).setLevel(max(level, logging.WARNING))
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(console)
+    if log_path:
+        file_handler = logging.FileHandler(log_path)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(file_handler)
+    return logger
+
+
+def run_cli(main, argv=None):
+    """Run an entry script's ``main(argv)``; a :class:`UserError` prints one line and exits 2."""
+    # OpenBLAS's spinning helper threads would fight the retrieval metrics' own two
+    # worker threads (measured: 1.3 s -> 0.95 s for 10,000 test embeddings).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    try:
+        return main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
+        return 130
+
+
+def read_image(path, image_size, resize=False):
+    """Read a PNG, JPEG, GIF or BMP file as a uint8 [image_size, image_size] grayscale image.
+
+    Colour images are converted to grayscale (ITU-R 601 luma) and an alpha channel is
+    dropped. Another size is an error unless ``resize`` (area-averaged, aspect not kept).
+    MNIST digits are light on a dark background: invert dark-on-light images first.
+    """
+    import tensorflow as tf
+
+    try:
+        data = tf.io.read_file(path)
+        image = tf.io.decode_image(data, expand_animations=False)
+    except tf.errors.NotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (tf.errors.InvalidArgumentError, ValueError):
+        raise UserError(f"{path}: not a PNG, JPEG, GIF or BMP image") from None
+    if image.dtype != tf.uint8:
+        raise UserError(f"{path}: {image.dtype.name} pixels; save it as an 8-bit image")
+    channels = image.shape[-1]
+    if channels in (2, 4):  # grayscale + alpha, RGB + alpha
+        image = image[..., :channels - 1]
+    if image.shape[-1] == 3:
+        image = tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))), tf.uint8)
+    height, width = image.shape[:2]
+    if (height, width) != (image_size, image_size):
+        if not resize:
+            raise UserError(f"{path}: image is {width}x{height}, the model expects "
+                            f"{image_size}x{image_size}; resize it or pass --resize")
+        image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size],
+                                method="area")
+        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return image.numpy()[..., 0]

@@ -1,0 +1,146 @@
+"""Evaluating a network: embed the test set, its loss and retrieval metrics, checkpoints.
+
+* :func:`embed_images`: the one way images become embeddings (the tf.data pipeline of
+  :func:`model.input_fn.image_batches`, batches of ``EMBED_BATCH_SIZE``, inference mode).
+* :func:`evaluate`: the loss and summaries averaged over test batches of the training
+  batch size, and the retrieval metrics of :mod:`model.metrics`.
+* :func:`restore_model`, :func:`evaluate_checkpoint`: a saved checkpoint of a model_dir,
+  on one device in float32 whatever trained it.
+* ``verification.json``: the same / different threshold calibrated by
+  :func:`model.metrics.calibrate_verification`.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from model import files, input_fn, metrics, mnist_dataset
+from model.errors import UserError
+from model.model_fn import build_plain_model, make_embed_step, make_loss_step
+
+CHECKPOINT_DIRS = {"latest": "checkpoints", "best": "best"}
+VERIFICATION_FILE = "verification.json"
+# Images per forward pass when only embeddings are needed: large enough to be quick,
+# small enough for any machine (~100 MB of first-layer activations in float32).
+EMBED_BATCH_SIZE = 1000
+
+
+def _embed_with(embed_step, images, params):
+    batches = input_fn.image_batches(images, params, EMBED_BATCH_SIZE)
+    return tf.concat([embed_step(batch) for batch in batches], axis=0)
+
+
+def embed_images(model, images, params):
+    """Embed uint8 images [N, S, S] with ``model`` in inference mode.
+
+    Returns:
+        float32 [N, D] numpy array.
+    """
+    return _embed_with(make_embed_step(model, params), images, params).numpy()
+
+
+def evaluate(embed_step, loss_step, params, test_images, test_labels):
+    """Loss and summaries averaged over the test batches, plus the retrieval metrics.
+
+    The first ``params.eval_size`` test images are embedded in batches of
+    ``EMBED_BATCH_SIZE`` (inference treats each image on its own, so only speed depends
+    on it); the loss is averaged over consecutive batches of ``params.batch_size``, the
+    batches it was trained on (batch-all and batch-hard depend on what a batch holds).
+
+    Args:
+        embed_step, loss_step: from :func:`model.model_fn.make_embed_step` and
+            :func:`model.model_fn.make_loss_step`.
+        params: :class:`model.params.Params`.
+        test_images: uint8 [N, S, S].
+        test_labels: int [N].
+
+    Returns:
+        (results, embeddings): a dict of Python floats (``loss``, the strategy's
+        summaries, ``embedding_mean_norm``, ``precision_at_1``, ``r_precision``,
+        ``map_at_r``) and the float32 [n, D] embeddings of the evaluated test images.
+    """
+    input_fn.check_shapes(test_images, test_labels, params)
+    count = min(params.eval_size, len(test_labels))
+    embeddings = _embed_with(embed_step, test_images[:count], params)
+    labels = tf.constant(test_labels[:count], tf.int64)
+    totals = {}
+    for start in range(0, count, params.batch_size):
+        stop = min(start + params.batch_size, count)
+        loss, summaries = loss_step(labels[start:stop], embeddings[start:stop])
+        for name, value in {"loss": loss, **summaries}.items():
+            totals[name] = totals.get(name, 0.0) + float(value) * (stop - start)
+    results = {name: total / count for name, total in totals.items()}
+    embeddings = embeddings.numpy()
+    results.update(metrics.retrieval_metrics(embeddings, test_labels[:count]))
+    return results, embeddings
+
+
+def checkpoint_path(model_dir, checkpoint="latest"):
+    """The newest checkpoint of ``model_dir``'s latest or best folder.
+
+    Raises:
+        UserError: if the folder holds no such checkpoint.
+    """
+    if checkpoint not in CHECKPOINT_DIRS:
+        raise UserError(f"unknown checkpoint '{checkpoint}'; use latest or best")
+    folder = os.path.join(model_dir, CHECKPOINT_DIRS[checkpoint])
+    path = tf.train.latest_checkpoint(folder)
+    if not path:
+        raise UserError(f"no checkpoint in {folder}; train first: python train.py "
+                        f"--model_dir {model_dir}")
+    return path
+
+
+def restore_model(model_dir, params, checkpoint="latest"):
+    """The network of ``model_dir`` with the weights of its latest or best checkpoint.
+
+    Raises:
+        UserError: if the folder holds no such checkpoint.
+    """
+    return _restore(checkpoint_path(model_dir, checkpoint), params)
+
+
+def _restore(path, params):
+    model = build_plain_model(params)
+    tf.train.Checkpoint(model=model).restore(path).expect_partial()
+    return model
+
+
+def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest"):
+    """Evaluate a saved checkpoint on the test set; writes ``model_dir/metrics_eval.json``."""
+    path = checkpoint_path(model_dir, checkpoint)
+    model = _restore(path, params)
+    test_images, test_labels = mnist_dataset.load_split(data_dir, "test")
+    results, _ = evaluate(make_embed_step(model, params), make_loss_step(params), params,
+                          test_images, test_labels)
+    files.write_json(os.path.join(model_dir, "metrics_eval.json"),
+                     {"checkpoint": path, **results})
+    return results
+
+
+def write_verification(model_dir, embeddings, labels, seed):
+    """Calibrate the same / different threshold on ``embeddings`` and write verification.json.
+
+    Returns:
+        the record written (see :func:`model.metrics.calibrate_verification`).
+    """
+    record = metrics.calibrate_verification(embeddings, np.asarray(labels), seed=seed)
+    files.write_json(os.path.join(model_dir, VERIFICATION_FILE), record)
+    return record
+
+
+def read_verification(model_dir):
+    """The record of ``model_dir/verification.json``.
+
+    Raises:
+        UserError: when it is missing or unreadable.
+    """
+    path = os.path.join(model_dir, VERIFICATION_FILE)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        raise UserError(f"no calibrated threshold in {path}; train (or resume) the run to "
+                        "write it") from None

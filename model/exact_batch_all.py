@@ -1,0 +1,200 @@
+"""Exact batch-all triplet sums in O(B^2) memory (used by :mod:`model.triplet_loss`).
+
+The textbook batch-all loss builds all B x B x B triplets. The hinge version here sorts
+each anchor's thresholds d(a, p) + margin and counts, by binary search, which negatives
+fall below which thresholds: O(B^2 log B) time and O(B^2) memory, with the gradient
+written from the same counts. The soft-margin version has no such shortcut (every valid
+triplet contributes); it loops over chunks of anchors to keep memory O(B^2).
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+# A triplet counts as "positive" (and in the batch-all denominator) above this loss.
+POSITIVE_LOSS = 1e-16
+# TF's searchsorted kernel runs on one thread: searches are split into this many
+# independent ops so that the inter-op thread pool spreads them.
+_SEARCH_CHUNKS = max(1, min(os.cpu_count() or 1, 8))
+# The largest batch whose B x B indices fit in int32 (batch-all indexes flat tensors).
+MAX_BATCH = 46340
+# Elements of one [chunk, P, N] block in the soft-margin loop (4 MiB per float32
+# temporary: small enough to stay in cache, big enough that the per-iteration
+# overhead is negligible).
+_SOFT_MARGIN_BLOCK = 2**20
+
+
+def class_members(labels):
+    """Every anchor's class, as columns of the distance matrix packed in a row.
+
+    Args:
+        labels: [B] int64 labels.
+
+    Returns:
+        columns: [B, W] int32, W the size of the largest class: row a lists the
+            members of a's class; where ``is_positive`` is False (a itself, and the
+            padding of smaller classes) it holds a.
+        is_positive: [B, W] bool, columns[a, j] is a positive of a.
+        class_sizes: [B] int32, the size of each anchor's class.
+    """
+    batch = tf.size(labels)
+    order = tf.argsort(labels, stable=True)
+    sorted_labels = tf.gather(labels, order)
+    first = tf.searchsorted(sorted_labels, labels, side="left", out_type=tf.int32)
+    end = tf.searchsorted(sorted_labels, labels, side="right", out_type=tf.int32)
+    class_sizes = end - first
+    width = tf.reduce_max(tf.concat([class_sizes, [1]], axis=0))  # 1 for an empty batch
+    offsets = tf.range(width)[None, :]
+    anchors = tf.range(batch)[:, None]
+    columns = tf.gather(order, tf.minimum(first[:, None] + offsets, end[:, None] - 1))
+    is_positive = (offsets < class_sizes[:, None]) & (columns != anchors)
+    return tf.where(is_positive, columns, anchors), is_positive, class_sizes
+
+
+def hinge_triplet_sum(distances, columns, is_positive, negative, margin):
+    """Sum of the hinge losses of all valid triplets and the number of positive ones.
+
+    Triplet (a, p, n) has a positive loss exactly when d(a, n) < t(a, p), the
+    threshold d(a, p) + margin. With each anchor's thresholds sorted, a binary
+    search per negative counts c(a, n), the thresholds above d(a, n); a
+    histogram of those positions counts k(a, p), the negatives below t(a, p).
+    The sum is sum_p k t - sum_n c d(a, n) and its gradient is exactly k for
+    d(a, p) and -c for d(a, n). A tie, d(a, n) == t(a, p), has loss 0 and is
+    not counted.
+
+    Args:
+        distances: [B, B] float32.
+        columns, is_positive: [B, W], see :func:`class_members`.
+        negative: [B, B] bool anchor-negative mask.
+        margin: float.
+
+    Returns:
+        (total, num_positive): float64 and int64 scalars.
+    """
+    margin = tf.cast(margin, tf.float32)
+    batch = tf.shape(distances)[0]
+    width = tf.shape(columns)[1]
+    # int32 flat indices into [B, B] (row * B + column) and [B, W + 1] tensors.
+    check = tf.debugging.assert_less_equal(
+        batch, MAX_BATCH, message=f"batch-all supports batches of at most {MAX_BATCH}")
+    with tf.control_dependencies([check] if check is not None else []):
+        rows = tf.range(batch)[:, None]
+
+    @tf.custom_gradient
+    def hinge_sum(distances):
+        flat_distances = tf.reshape(distances, [-1])
+        thresholds = tf.where(is_positive,
+                              tf.gather(flat_distances, columns + batch * rows) + margin,
+                              -np.inf)
+        # Increasing, with the padding (-inf: below every distance) first.
+        negated, order = tf.math.top_k(-thresholds, k=width)
+        thresholds = -negated
+        # Non-negatives are searched at +inf: no threshold is above them.
+        below = searchsorted_rows(thresholds, tf.where(negative, distances, np.inf))
+        negative_counts = width - below
+        # Negative n is below the thresholds of rank >= below[a, n]; the last bin
+        # collects the non-negatives.
+        histogram = tf.math.unsorted_segment_sum(
+            tf.ones_like(flat_distances, dtype=tf.int32),
+            tf.reshape(below + (width + 1) * rows, [-1]), batch * (width + 1))
+        positive_counts = tf.cumsum(tf.reshape(histogram, [-1, width + 1])[:, :-1], axis=1)
+        num_positive = tf.reduce_sum(tf.cast(tf.reduce_sum(negative_counts, axis=1), tf.int64))
+        # float64: the two sums cancel heavily.
+        total = (_dot64(positive_counts, tf.where(positive_counts > 0, thresholds, 0.0))
+                 - _dot64(negative_counts, distances))
+
+        def grad(upstream_total, upstream_count=None):
+            # k back at the columns of the positives (the padding's k is 0).
+            targets = tf.gather(columns, order, batch_dims=1) + batch * rows
+            positive_weights = tf.math.unsorted_segment_sum(
+                tf.reshape(positive_counts, [-1]), tf.reshape(targets, [-1]), batch * batch)
+            weights = tf.reshape(positive_weights, tf.shape(distances)) - negative_counts
+            return tf.cast(upstream_total, tf.float32) * tf.cast(weights, tf.float32)
+
+        return (total, num_positive), grad
+
+    return hinge_sum(distances)
+
+
+def searchsorted_rows(sorted_rows, values):
+    """int32 [B, N]: per row, how many of ``sorted_rows`` [B, W] are <= ``values`` [B, N]."""
+    batch = tf.shape(values)[0]
+    bounds = [batch * i // _SEARCH_CHUNKS for i in range(_SEARCH_CHUNKS + 1)]
+    sizes = tf.stack(bounds[1:]) - tf.stack(bounds[:-1])
+    return tf.concat([tf.searchsorted(rows, row_values, side="right", out_type=tf.int32)
+                      for rows, row_values in zip(tf.split(sorted_rows, sizes, num=_SEARCH_CHUNKS),
+                                                  tf.split(values, sizes, num=_SEARCH_CHUNKS))],
+                     axis=0)
+
+
+def _dot64(counts, values):
+    return tf.reduce_sum(tf.cast(counts, tf.float64) * tf.cast(values, tf.float64))
+
+
+def soft_margin_triplet_sum(distances, positive, negative):
+    """Sum of softplus(d(a,p) - d(a,n)) over all valid triplets and the number > 1e-16."""
+    # Packing each anchor's positives and negatives to the front shrinks the
+    # work from B x B x B to B x max #positives x max #negatives. The fill
+    # values make softplus and its slope exactly 0 for padding.
+    anchor_positive = _pack_front(distances, positive, -np.inf)
+    anchor_negative = _pack_front(distances, negative, np.inf)
+    return _softplus_triplet_sum(anchor_positive, anchor_negative)
+
+
+def _pack_front(values, mask, fill):
+    """[B, K]: each row's masked values first, then ``fill``; K = the largest row count."""
+    width = tf.reduce_max(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1))
+    order = tf.argsort(tf.cast(mask, tf.int32), axis=1, direction="DESCENDING", stable=True)
+    return tf.gather(tf.where(mask, values, fill), order[:, :width], batch_dims=1)
+
+
+@tf.custom_gradient
+def _softplus_triplet_sum(anchor_positive, anchor_negative):
+    """Sum over a, p, n of softplus(anchor_positive[a, p] - anchor_negative[a, n]).
+
+    Loops over chunks of anchors so that memory stays O(chunk x P x N). The
+    gradient is accumulated in the same pass (the slope is the sigmoid of the
+    same differences), which avoids both a second pass and autodiff's storing
+    every chunk's intermediates.
+
+    Args:
+        anchor_positive: [B, P] float32, -inf for padding.
+        anchor_negative: [B, N] float32, +inf for padding.
+
+    Returns:
+        (total float64 scalar, number of terms > 1e-16 int64 scalar), and the
+        gradient function.
+    """
+    batch = tf.shape(anchor_positive, out_type=tf.int64)[0]
+    block = (tf.shape(anchor_positive, out_type=tf.int64)[1]
+             * tf.shape(anchor_negative, out_type=tf.int64)[1])
+    chunk = tf.maximum(_SOFT_MARGIN_BLOCK // tf.maximum(block, 1), 1)
+    num_chunks = (batch + chunk - 1) // chunk
+
+    def body(i, total, count, grad_positive, grad_negative):
+        rows = slice(i * chunk, tf.minimum((i + 1) * chunk, batch))
+        differences = anchor_positive[rows][:, :, None] - anchor_negative[rows][:, None, :]
+        losses = tf.nn.softplus(differences)
+        slopes = tf.sigmoid(differences)
+        total += tf.reduce_sum(tf.cast(tf.reduce_sum(losses, axis=[1, 2]), tf.float64))
+        count += tf.reduce_sum(tf.cast(losses > POSITIVE_LOSS, tf.int64))
+        grad_positive = grad_positive.write(tf.cast(i, tf.int32), tf.reduce_sum(slopes, axis=2))
+        grad_negative = grad_negative.write(tf.cast(i, tf.int32), -tf.reduce_sum(slopes, axis=1))
+        return i + 1, total, count, grad_positive, grad_negative
+
+    def empty():
+        return tf.TensorArray(tf.float32, size=tf.cast(num_chunks, tf.int32), infer_shape=False)
+
+    _, total, count, grad_positive, grad_negative = tf.while_loop(
+        lambda i, *_: i < num_chunks, body,
+        (tf.constant(0, tf.int64), tf.constant(0.0, tf.float64), tf.constant(0, tf.int64),
+         empty(), empty()))
+    grad_positive = tf.reshape(grad_positive.concat(), tf.shape(anchor_positive))
+    grad_negative = tf.reshape(grad_negative.concat(), tf.shape(anchor_negative))
+
+    def grad(upstream_total, upstream_count=None):
+        upstream = tf.cast(upstream_total, tf.float32)
+        return upstream * grad_positive, upstream * grad_negative
+
+    return (total, count), grad

@@ -1,0 +1,289 @@
+"""The params of an experiment: one schema, one validator.
+
+Every experiment folder holds a ``params.json``. Each key of :class:`Params` carries, in
+one place, its type (the annotation), its default, its allowed range or choices and a
+one-line help (the field's metadata, see :func:`_key`); :func:`params_from_dict` reads
+all of them. Unknown keys (with a did-you-mean), wrong types, non-finite numbers,
+out-of-range values and duplicate keys are rejected; keys that older files do not have
+take their defaults, so the JSON files of the original TF1 project keep working
+unchanged. The README's params table lists the same keys and defaults (a test checks it).
+"""
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import platform
+import sys
+import typing
+from typing import Optional
+
+from model.errors import UserError
+from model.files import write_json
+
+STRATEGIES = ("batch_all", "batch_hard", "batch_semihard")
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+PARAMS_FILENAME = "params.json"
+RESOLVED_PARAMS_FILENAME = "params_resolved.json"
+
+
+def _key(default, help, *, at_least=None, above=None, at_most=None, choices=None):
+    """A params key: its default, one-line help, and allowed values (bounds are inclusive
+    except ``above``)."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "at_least": at_least, "above": above, "at_most": at_most,
+        "choices": choices})
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """All hyper-parameters of one experiment (the keys of ``params.json``)."""
+
+    # Optimisation.
+    learning_rate: float = _key(1e-3, "Adam's learning rate (default betas)", above=0.0)
+    batch_size: int = _key(64, "training batch size (the global batch under a strategy)",
+                           at_least=1)
+    num_epochs: int = _key(20, "epochs to train; raise it and run again to train longer",
+                           at_least=1)
+    # Network.
+    num_channels: int = _key(32, "filters of the first conv block (the second has twice as "
+                                 "many)", at_least=1)
+    use_batch_norm: bool = _key(False, "batch norm after each conv")
+    bn_momentum: float = _key(0.9, "batch-norm moving-average momentum", at_least=0.0,
+                              at_most=1.0)
+    embedding_size: int = _key(64, "size of the embedding", at_least=1)
+    l2_normalize: bool = _key(False, "project the embeddings onto the unit sphere")
+    # Loss.
+    triplet_strategy: str = _key("batch_all", "how triplets are mined in a batch",
+                                 choices=STRATEGIES)
+    margin: float = _key(0.5, "the triplet margin (unused with soft_margin)", at_least=0.0)
+    squared: bool = _key(False, "squared Euclidean distances instead of Euclidean")
+    soft_margin: bool = _key(False, "softplus(d(a,p) - d(a,n)) instead of the hinge")
+    # Data.
+    image_size: int = _key(28, "image height and width; must match the data", at_least=1)
+    num_labels: int = _key(10, "number of classes", at_least=2)
+    train_size: int = _key(50000, "shuffle buffer of the training set", at_least=1)
+    eval_size: int = _key(10000, "evaluate on the first eval_size test images", at_least=1)
+    num_parallel_calls: int = _key(4, "parallel batch-decoding calls of the input pipeline",
+                                   at_least=1)
+    num_classes_per_batch: Optional[int] = _key(None, "P of balanced P x K batches",
+                                                at_least=2)
+    num_images_per_class: Optional[int] = _key(None, "K of balanced P x K batches",
+                                               at_least=2)
+    # Run.
+    seed: int = _key(230, "seeds everything: weights, data order, every epoch's shuffle",
+                     at_least=0, at_most=2**31 - 1)
+    save_summary_steps: int = _key(50, "write training summaries every this many steps",
+                                   at_least=1)
+    keep_checkpoint_max: int = _key(5, "epoch checkpoints kept in checkpoints/", at_least=1)
+    distribution: str = _key("none", "tf.distribute strategy", choices=DISTRIBUTIONS)
+    mixed_precision: bool = _key(False, "mixed_float16 on GPU, mixed_bfloat16 on CPU")
+
+    @property
+    def balanced_batches(self):
+        return self.num_classes_per_batch is not None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied, validated like a loaded file."""
+        return params_from_dict({**self.to_dict(), **changes}, source="Params.replace")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# Annotation -> (test of a JSON value, what the message says it must be).
+_BASE_TYPES = {
+    int: (_is_int, "an integer"),
+    float: (_is_number, "a number"),
+    bool: (lambda value: isinstance(value, bool), "true or false"),
+    str: (lambda value: isinstance(value, str), "a string"),
+}
+
+
+def _base_type(annotation):
+    """(base type, optional) of a supported annotation: a base type or Optional of one.
+
+    Raises:
+        TypeError: for any other annotation, so a new key cannot be declared with a type
+            the validator does not check.
+    """
+    if annotation in _BASE_TYPES:
+        return annotation, False
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union and len(args) == 2 and type(None) in args:
+        base = args[0] if args[1] is type(None) else args[1]
+        if base in _BASE_TYPES:
+            return base, True
+    raise TypeError(f"unsupported params annotation {annotation!r}; use int, float, bool, "
+                    "str or Optional of one of them")
+
+
+def check_schema(cls):
+    """Check that every field of the params dataclass ``cls`` can be validated.
+
+    Raises:
+        TypeError: a field with an unsupported annotation, bounds on a non-number,
+            choices on a non-string, or a default its own checks reject.
+    """
+    for field in dataclasses.fields(cls):
+        try:
+            base, _ = _base_type(field.type)
+        except TypeError as err:
+            raise TypeError(f"{cls.__name__}.{field.name}: {err}") from None
+        meta = field.metadata
+        if "help" not in meta:
+            raise TypeError(f"{cls.__name__}.{field.name}: declare it with _key(...)")
+        bounded = any(meta[name] is not None for name in ("at_least", "above", "at_most"))
+        if bounded and base not in (int, float):
+            raise TypeError(f"{cls.__name__}.{field.name}: bounds on a {base.__name__}")
+        if meta["choices"] is not None and base is not str:
+            raise TypeError(f"{cls.__name__}.{field.name}: choices on a {base.__name__}")
+        _check_value(field, field.default, f"{cls.__name__} default")
+
+
+def _json(value):
+    return json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
+
+
+def _type_name(value):
+    return "null" if value is None else type(value).__name__
+
+
+def _check_value(field, value, source):
+    """``value`` checked against ``field``'s type, range and choices (ints become floats
+    where a float is expected)."""
+    key = field.name
+    base, optional = _base_type(field.type)
+    if optional and value is None:
+        return value
+    test, wanted = _BASE_TYPES[base]
+    if not test(value):
+        wanted += " or null" if optional else ""
+        raise UserError(f"{source}: '{key}' must be {wanted}, got {_json(value)} "
+                        f"({_type_name(value)}); fix the value in the file")
+    if base is float:
+        value = float(value)
+        if not math.isfinite(value):
+            raise UserError(f"{source}: '{key}' is {value}; it must be a finite number")
+    meta = field.metadata
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise UserError(f"{source}: '{key}' is {_json(value)}; choose one of "
+                        f"{', '.join(meta['choices'])}")
+    low, above, high = meta["at_least"], meta["above"], meta["at_most"]
+    if ((low is not None and value < low) or (above is not None and value <= above)
+            or (high is not None and value > high)):
+        bound = " and ".join(text for text, limit in (
+            (f">= {low}", low), (f"> {above}", above), (f"<= {high}", high)) if limit is not None)
+        raise UserError(f"{source}: '{key}' is {value}; it must be {bound}")
+    return value
+
+
+def _check_consistency(params, source):
+    p, k = params.num_classes_per_batch, params.num_images_per_class
+    if (p is None) != (k is None):
+        raise UserError(
+            f"{source}: balanced batches need both 'num_classes_per_batch' and "
+            "'num_images_per_class' (or neither); set the missing one")
+    if p is not None and p * k != params.batch_size:
+        raise UserError(
+            f"{source}: 'batch_size' is {params.batch_size} but num_classes_per_batch x "
+            f"num_images_per_class = {p} x {k} = {p * k}; make batch_size {p * k}")
+    if p is not None and p > params.num_labels:
+        raise UserError(
+            f"{source}: 'num_classes_per_batch' is {p} but there are only "
+            f"num_labels = {params.num_labels} classes; lower it")
+    if params.soft_margin and params.triplet_strategy == "batch_semihard":
+        raise UserError(
+            f"{source}: 'soft_margin' works with batch_all and batch_hard, not "
+            "batch_semihard (its negatives are chosen by the margin); set it to false")
+
+
+check_schema(Params)
+FIELDS = {field.name: field for field in dataclasses.fields(Params)}
+
+
+def params_from_dict(values, source="params"):
+    """Validate a dict of params (as read from JSON) and fill the defaults.
+
+    Raises:
+        UserError: on an unknown key, a wrong type or an out-of-range value.
+    """
+    if not isinstance(values, dict):
+        raise UserError(
+            f"{source}: expected a JSON object of params, got {_type_name(values)}")
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, list(FIELDS), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise UserError(
+            f"{source}: unknown key '{key}'; {hint}valid keys: {', '.join(FIELDS)}")
+    params = Params(**{key: _check_value(FIELDS[key], value, source)
+                       for key, value in values.items()})
+    _check_consistency(params, source)
+    return params
+
+
+def _unique_keys(pairs):
+    keys = [key for key, _ in pairs]
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise ValueError(f"key '{duplicates[0]}' appears twice")
+    return dict(pairs)
+
+
+def read_params_file(path):
+    """The JSON object of a params.json (a file, or a folder holding one), not yet validated.
+
+    Returns:
+        (path of the file, dict as written: only the keys the file sets).
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, PARAMS_FILENAME)
+    if not os.path.isfile(path):
+        raise UserError(
+            f"no params file at {path}; copy experiments/base_model/params.json there")
+    try:
+        with open(path) as f:
+            values = json.load(f, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: "
+            f"{err.msg}); fix the file") from None
+    except ValueError as err:
+        raise UserError(f"{path}: {err}; keep one of them") from None
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply to be params; it must be one flat "
+                        "JSON object") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {path}: {err}") from None
+    return path, values
+
+
+def load_params(path):
+    """Read and validate a params.json (a file, or an experiment folder holding one)."""
+    path, values = read_params_file(path)
+    return params_from_dict(values, source=path)
+
+
+def save_params(params, model_dir, filename=RESOLVED_PARAMS_FILENAME):
+    """Write the resolved params (defaults filled in) with the software versions."""
+    import tensorflow as tf
+
+    record = {
+        "params": params.to_dict(),
+        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__},
+        "command": sys.argv,
+    }
+    path = os.path.join(model_dir, filename)
+    write_json(path, record)
+    return path

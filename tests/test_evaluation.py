@@ -1,0 +1,74 @@
+"""Embedding, evaluation and checkpoint restore (model/evaluation.py)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model import evaluation, model_fn
+from model.errors import UserError
+from model.params import Params
+
+TINY = dict(batch_size=32, num_epochs=2, num_channels=4, embedding_size=8, train_size=240,
+            eval_size=100, save_summary_steps=2, learning_rate=1e-3)
+STRATEGIES = ("batch_all", "batch_hard", "batch_semihard")
+
+
+def tiny_params(**changes):
+    return Params().replace(**{**TINY, **changes})
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_evaluate_averages_the_loss_over_training_sized_batches(monkeypatch, strategy):
+    from conftest import synthetic_digits
+    from model import metrics, triplet_loss
+
+    params = tiny_params(triplet_strategy=strategy, eval_size=90)  # batches 32, 32, 26
+    images, labels = synthetic_digits(100, seed=3)
+    model = model_fn.build_model(params)
+    # Embedding batches that do not line up with the loss batches.
+    monkeypatch.setattr(evaluation, "EMBED_BATCH_SIZE", 40)
+    results, embeddings = evaluation.evaluate(
+        model_fn.make_embed_step(model, params), model_fn.make_loss_step(params), params,
+        images, labels)
+
+    want_embeddings = model(images[:90, :, :, None].astype(np.float32) / 255.0).numpy()
+    np.testing.assert_allclose(embeddings, want_embeddings, rtol=1e-5, atol=1e-6)
+    loss_fn = {"batch_all": triplet_loss.batch_all_triplet_loss,
+               "batch_hard": triplet_loss.batch_hard_triplet_loss,
+               "batch_semihard": triplet_loss.batch_semihard_triplet_loss}[strategy]
+    batch_losses = [tf.nest.flatten(loss_fn(labels[:90][i:i + 32], want_embeddings[i:i + 32], 0.5))[0]
+                    for i in (0, 32, 64)]
+    np.testing.assert_allclose(results["loss"], np.average(batch_losses, weights=[32, 32, 26]),
+                               rtol=1e-4)
+    want_retrieval = metrics.retrieval_metrics(want_embeddings, labels[:90])
+    for name, value in want_retrieval.items():
+        assert results[name] == pytest.approx(value, abs=1e-6)
+
+
+def test_restore_without_checkpoint_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no checkpoint"):
+        evaluation.restore_model(str(tmp_path), tiny_params())
+
+
+def test_verification_file_round_trip_and_missing(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 25)
+    embeddings = (labels[:, None] * 3.0 + rng.normal(size=(100, 2))).astype(np.float32)
+    record = evaluation.write_verification(str(tmp_path), embeddings, labels, seed=1)
+    assert evaluation.read_verification(str(tmp_path)) == record
+    assert record["held_out_accuracy"] > 0.9
+    with pytest.raises(UserError, match="no calibrated threshold"):
+        evaluation.read_verification(str(tmp_path / "elsewhere"))
+
+
+def test_embed_images_in_batches_equals_one_pass(monkeypatch):
+    from conftest import synthetic_digits
+
+    params = tiny_params()
+    images, _ = synthetic_digits(25, seed=4)
+    model = model_fn.build_model(params)
+    monkeypatch.setattr(evaluation, "EMBED_BATCH_SIZE", 7)
+    embeddings = evaluation.embed_images(model, images, params)
+    assert embeddings.dtype == np.float32 and embeddings.shape == (25, 8)
+    want = model(images[..., None].astype(np.float32) / 255.0).numpy()
+    np.testing.assert_allclose(embeddings, want, rtol=1e-5, atol=1e-6)

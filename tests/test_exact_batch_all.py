@@ -1,0 +1,45 @@
+"""The exact O(B^2) batch-all machinery (model/exact_batch_all.py): its chunking and limits.
+
+Values and gradients of every loss against numpy loops and the B^3 definition are in
+test_triplet_loss.py; these tests force the code paths that only large batches reach.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_triplet_loss import random_batch, value_and_gradient
+
+from model import exact_batch_all
+from model import triplet_loss as tl
+
+
+@pytest.mark.parametrize("chunks", [1, 3, 8])
+@pytest.mark.parametrize("batch", [1, 3, 37])
+def test_batch_all_search_chunks_give_the_same_result(monkeypatch, chunks, batch):
+    # More chunks than rows leaves some empty.
+    labels, embeddings = random_batch(15, batch, 2)
+    want = value_and_gradient("batch_all_naive", labels, embeddings)
+    monkeypatch.setattr(exact_batch_all, "_SEARCH_CHUNKS", chunks)
+    got = value_and_gradient("batch_all", labels, embeddings)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-7)
+
+
+def test_batch_all_refuses_batches_whose_indices_overflow_int32(monkeypatch):
+    monkeypatch.setattr(exact_batch_all, "MAX_BATCH", 8)
+    labels, embeddings = random_batch(16, 9, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at most 8"):
+        tl.batch_all_triplet_loss(labels, embeddings, 0.5)
+    tl.batch_all_triplet_loss(labels[:8], embeddings[:8], 0.5)
+
+
+def test_soft_margin_chunks_give_the_same_result(monkeypatch):
+    labels, embeddings = random_batch(14, 20, 3)
+    whole = value_and_gradient("batch_all", labels, embeddings, soft_margin=True)
+    # A block of 7 elements forces one anchor per chunk.
+    monkeypatch.setattr(exact_batch_all, "_SOFT_MARGIN_BLOCK", 7)
+    chunked = value_and_gradient("batch_all", labels, embeddings, soft_margin=True)
+    naive = value_and_gradient("batch_all_naive", labels, embeddings, soft_margin=True)
+    for got in (whole, chunked):
+        np.testing.assert_allclose(got[0], naive[0], rtol=1e-6)
+        np.testing.assert_allclose(got[1], naive[1], rtol=1e-5, atol=1e-7)

@@ -1,0 +1,181 @@
+"""Params schema, loading and validation (model/params.py)."""
+
+import dataclasses
+import json
+import math
+import os
+import re
+from typing import List, Optional
+
+import pytest
+
+from model import params as params_module
+from model.errors import UserError
+from model.params import Params, load_params, params_from_dict
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+ORIGINAL_BATCH_ALL = {
+    "learning_rate": 1e-3, "batch_size": 64, "num_epochs": 20, "num_channels": 32,
+    "use_batch_norm": False, "bn_momentum": 0.9, "margin": 0.5, "embedding_size": 64,
+    "triplet_strategy": "batch_all", "squared": False, "image_size": 28, "num_labels": 10,
+    "train_size": 50000, "eval_size": 10000, "num_parallel_calls": 4, "save_summary_steps": 50,
+}
+
+
+def write(tmp_path, content):
+    path = tmp_path / "params.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+def test_original_files_load_with_new_defaults(tmp_path):
+    for strategy, lr in (("batch_all", 1e-3), ("batch_hard", 1e-4)):
+        values = {**ORIGINAL_BATCH_ALL, "triplet_strategy": strategy, "learning_rate": lr}
+        params = load_params(str(write(tmp_path, values)))
+        assert params.triplet_strategy == strategy and params.learning_rate == lr
+        assert params.seed == 230 and params.l2_normalize is False
+        assert params.num_classes_per_batch is None and params.distribution == "none"
+
+
+def test_folder_path_and_int_for_float(tmp_path):
+    write(tmp_path, {"learning_rate": 1, "margin": 0})
+    params = load_params(str(tmp_path))
+    assert params.learning_rate == 1.0 and isinstance(params.learning_rate, float)
+    assert params.margin == 0.0
+
+
+def test_shipped_experiments_load():
+    import glob
+    paths = sorted(glob.glob("experiments/*/params.json"))
+    assert len(paths) >= 6
+    for path in paths:
+        load_params(path)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("{", "not valid JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    ({"learning_rat": 0.1}, "did you mean 'learning_rate'"),
+    ({"foo": 1}, "unknown key 'foo'"),
+    ({"batch_size": "64"}, "'batch_size' must be an integer"),
+    ({"batch_size": 64.0}, "'batch_size' must be an integer"),
+    ({"batch_size": True}, "'batch_size' must be an integer"),
+    ({"squared": 1}, "'squared' must be true or false"),
+    ({"margin": "0.5"}, "'margin' must be a number"),
+    ({"batch_size": 0}, "'batch_size' is 0; it must be >= 1"),
+    ({"learning_rate": 0}, "it must be > 0"),
+    ({"margin": -1}, "it must be >= 0"),
+    ({"bn_momentum": 1.5}, "<= 1.0"),
+    ({"triplet_strategy": "hard"}, "choose one of batch_all, batch_hard, batch_semihard"),
+    ({"distribution": "tpu"}, "choose one of none, mirrored, multi_worker"),
+    ({"num_classes_per_batch": 4}, "need both"),
+    ({"num_classes_per_batch": 4, "num_images_per_class": 4}, "make batch_size 16"),
+    ({"num_classes_per_batch": 11, "num_images_per_class": 2, "batch_size": 22},
+     "only num_labels = 10"),
+    ({"triplet_strategy": "batch_semihard", "soft_margin": True}, "not batch_semihard"),
+    ('{"margin": NaN}', "'margin' is nan; it must be a finite number"),
+    ('{"learning_rate": Infinity}', "'learning_rate' is inf; it must be a finite number"),
+    ('{"bn_momentum": -Infinity}', "it must be a finite number"),
+    ('{"margin": 0.2, "margin": 0.5}', "key 'margin' appears twice"),
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    ({"num_classes_per_batch": 1.5}, "'num_classes_per_batch' must be an integer or null"),
+])
+def test_bad_params_name_the_problem(tmp_path, content, fragment):
+    path = write(tmp_path, content)
+    with pytest.raises(UserError) as info:
+        load_params(str(path))
+    message = str(info.value)
+    assert fragment in message and "\n" not in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match="no params file"):
+        load_params(str(tmp_path / "nowhere"))
+
+
+def test_replace_validates():
+    assert Params().replace(batch_size=32).batch_size == 32
+    with pytest.raises(UserError):
+        Params().replace(batch_size=-1)
+
+
+def test_save_params_records_versions(tmp_path):
+    import tensorflow as tf
+    path = params_module.save_params(params_from_dict({"margin": 0.3}), str(tmp_path))
+    record = json.loads(open(path).read())
+    assert record["params"]["margin"] == 0.3 and record["params"]["seed"] == 230
+    assert record["versions"]["tensorflow"] == tf.__version__
+    assert params_from_dict(record["params"]) == params_from_dict({"margin": 0.3})
+
+
+def test_every_key_has_a_help_and_its_default_passes_validation():
+    for field in dataclasses.fields(Params):
+        assert field.metadata["help"], field.name
+    assert params_from_dict({}) == Params()
+
+
+@pytest.mark.parametrize("annotation", [List[int], Optional[List[int]], dict, Optional[str]])
+def test_unsupported_or_unchecked_annotations_are_refused(annotation):
+    if annotation == Optional[str]:  # supported: a control that must pass
+        @dataclasses.dataclass(frozen=True)
+        class Fine:
+            name: annotation = params_module._key(None, "a name")
+        params_module.check_schema(Fine)
+        return
+
+    @dataclasses.dataclass(frozen=True)
+    class Broken:
+        value: annotation = params_module._key(None, "a value")
+
+    with pytest.raises(TypeError, match="Broken.value: unsupported params annotation"):
+        params_module.check_schema(Broken)
+
+
+def test_schema_refuses_bounds_on_strings_and_bad_defaults():
+    @dataclasses.dataclass(frozen=True)
+    class Bounded:
+        name: str = params_module._key("a", "a name", at_least=1)
+
+    with pytest.raises(TypeError, match="bounds on a str"):
+        params_module.check_schema(Bounded)
+
+    @dataclasses.dataclass(frozen=True)
+    class OutOfRange:
+        size: int = params_module._key(0, "a size", at_least=1)
+
+    with pytest.raises(UserError, match="OutOfRange default: 'size' is 0"):
+        params_module.check_schema(OutOfRange)
+
+
+def test_optional_float_is_checked_as_a_number():
+    @dataclasses.dataclass(frozen=True)
+    class WithOptionalFloat:
+        rate: Optional[float] = params_module._key(None, "a rate", above=0.0)
+
+    params_module.check_schema(WithOptionalFloat)
+    field = dataclasses.fields(WithOptionalFloat)[0]
+    assert params_module._check_value(field, None, "f") is None
+    assert params_module._check_value(field, 2, "f") == 2.0
+    for bad, message in (("0.1", "must be a number or null"), (0, "must be > 0.0"),
+                         (math.nan, "finite")):
+        with pytest.raises(UserError, match=message):
+            params_module._check_value(field, bad, "f")
+
+
+def readme_params_table():
+    """{key: default cell} of the README's params table."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| [^|]+ \|$", text, re.MULTILINE)
+    return {key: default.strip() for key, default in rows}
+
+
+def test_readme_documents_every_key_with_its_default():
+    table = readme_params_table()
+    assert set(table) == set(params_module.FIELDS)
+    for key, field in params_module.FIELDS.items():
+        default = field.default
+        written = (f"`{default}`" if isinstance(default, str) else
+                   json.dumps(default) if not isinstance(default, float) else repr(default))
+        assert table[key] == written, key
