@@ -16,9 +16,7 @@ from model import cli
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_dir", required=True, help="experiment folder of a trained run")
-    cli.add_data_dir_argument(parser, "the IDX test files")
-    cli.add_checkpoint_argument(parser)
+    cli.add_trained_run_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -29,10 +29,8 @@ PICTURE_FILENAME = "embeddings.png"
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_dir", required=True,
-                        help="experiment folder of a trained run; the files are written there")
-    cli.add_data_dir_argument(parser, "the IDX test files")
-    cli.add_checkpoint_argument(parser)
+    cli.add_trained_run_arguments(
+        parser, "experiment folder of a trained run; the files are written there")
     return parser.parse_args(argv)
 
 

@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 STRATEGIES = ("batch_all", "batch_all_soft", "batch_hard", "batch_semihard", "batch_all_naive")
 # Peak memory of the naive loss + gradient in B x B x B float32 tensors (measured
-# ~4.6 at B = 512: 2.5 GB; SPEC: 21.9 GB at B = 1024), to skip sizes that cannot fit.
+# ~4.6 at B = 512: 2.5 GB; 21.9 GB at B = 1024), to skip sizes that cannot fit.
 NAIVE_CUBES = 5
 
 

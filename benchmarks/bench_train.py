@@ -9,11 +9,10 @@ For each batch size, times the full training step (forward, loss, backward, Adam
 update, as train.py runs it) on a fixed batch of MNIST-shaped random images with 10
 classes: median over ``--runs`` runs of ``--steps`` steps after warm-up. The same
 network is timed with ``model.triplet_loss.batch_all_triplet_loss_naive`` (the B x B x B
-definition) in place of the exact O(B^2) batch-all. Prints a markdown table.
+definition) as the step's ``loss_fn`` in place of the exact O(B^2) batch-all. Prints a markdown table.
 """
 
 import argparse
-import contextlib
 import os
 import platform
 import statistics
@@ -39,21 +38,22 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-@contextlib.contextmanager
-def textbook_batch_all():
-    """Make the training step use the B^3 batch-all definition."""
+def textbook_batch_all(params, labels, embeddings):
+    """The training step's loss with the B^3 batch-all definition."""
     from model import triplet_loss
 
-    exact = triplet_loss.batch_all_triplet_loss
-    triplet_loss.batch_all_triplet_loss = triplet_loss.batch_all_triplet_loss_naive
-    try:
-        yield
-    finally:
-        triplet_loss.batch_all_triplet_loss = exact
+    loss, fraction = triplet_loss.batch_all_triplet_loss_naive(
+        labels, embeddings, params.margin, params.squared, params.soft_margin)
+    return loss, {"fraction_positive_triplets": fraction}
 
 
-def time_train_step(params, images, labels, runs, steps):
-    """Median images/s of ``params``' training step on one fixed batch (images, labels)."""
+def time_train_step(params, images, labels, runs, steps, loss=None):
+    """Median images/s of ``params``' training step on one fixed batch (images, labels).
+
+    ``loss(params, labels, embeddings)`` replaces the step's loss when given.
+    """
+    import functools
+
     import keras
 
     from model.distribute import configure_precision
@@ -62,7 +62,8 @@ def time_train_step(params, images, labels, runs, steps):
     configure_precision(params)
     keras.utils.set_random_seed(params.seed)
     model = build_model(params)
-    train_step = make_train_step(model, make_optimizer(params), params)
+    loss_fn = functools.partial(loss, params) if loss else None
+    train_step = make_train_step(model, make_optimizer(params), params, loss_fn=loss_fn)
     for _ in range(WARMUP_STEPS):
         loss, _ = train_step(images, labels)
     float(loss)
@@ -85,10 +86,9 @@ def main(argv=None):
     from model.params import load_params
 
     params = load_params(args.model_dir)
-    variants = [("exact batch-all, O(B^2)", {}, contextlib.nullcontext)]
+    variants = [("exact batch-all, O(B^2)", {}, None)]
     if args.mixed_precision:
-        variants.append(("exact batch-all, mixed precision", {"mixed_precision": True},
-                         contextlib.nullcontext))
+        variants.append(("exact batch-all, mixed precision", {"mixed_precision": True}, None))
     variants.append(("textbook batch-all, B^3", {}, textbook_batch_all))
     rng = np.random.default_rng(0)
     print(f"TensorFlow {tf.__version__}, Python {platform.python_version()}, "
@@ -99,10 +99,9 @@ def main(argv=None):
         images = tf.constant(rng.random((batch_size, params.image_size, params.image_size, 1),
                                         dtype=np.float32))
         labels = tf.constant(np.arange(batch_size) % params.num_labels, tf.int64)
-        for name, changes, context in variants:
-            with context():
-                rate = time_train_step(params.replace(batch_size=batch_size, **changes),
-                                       images, labels, args.runs, args.steps)
+        for name, changes, loss in variants:
+            rate = time_train_step(params.replace(batch_size=batch_size, **changes),
+                                   images, labels, args.runs, args.steps, loss)
             print(f"| {batch_size} | {name} | {rate:,.0f} | {1000 * batch_size / rate:.1f} |",
                   flush=True)
 

@@ -34,7 +34,10 @@ def add_data_dir_argument(parser, what="the IDX files"):
              "shipped MNIST, %(default)s)")
 
 
-def add_checkpoint_argument(parser):
+def add_trained_run_arguments(parser, model_dir_help="experiment folder of a trained run"):
+    """--model_dir, --data_dir (test files) and --checkpoint of a script reading a trained run."""
+    parser.add_argument("--model_dir", required=True, help=model_dir_help)
+    add_data_dir_argument(parser, "the IDX test files")
     parser.add_argument(
         "--checkpoint", choices=CHECKPOINT_CHOICES, default="latest",
         help="which checkpoint to use: the last epoch's or the one with the best eval MAP@R "

@@ -37,8 +37,8 @@ def one_step(params, strategy, initial_weights, images, labels):
         model = build_model(params)
         optimizer = keras.optimizers.SGD(learning_rate=0.1)
     model.set_weights(initial_weights)
-    loss, figures = make_train_step(model, optimizer, params, strategy)(images, labels)
-    return float(loss), {k: float(v) for k, v in figures.items()}, model.get_weights()
+    loss, summaries = make_train_step(model, optimizer, params, strategy)(images, labels)
+    return float(loss), {k: float(v) for k, v in summaries.items()}, model.get_weights()
 
 
 @pytest.mark.parametrize("changes", [
@@ -57,13 +57,13 @@ def test_mirrored_step_equals_single_device_step(changes, mirrored_strategy):
     keras.utils.set_random_seed(1)
     initial = build_model(single).get_weights()
 
-    loss_1, figures_1, weights_1 = one_step(
+    loss_1, summaries_1, weights_1 = one_step(
         single, tf.distribute.get_strategy(), initial, images, labels)
-    loss_2, figures_2, weights_2 = one_step(
+    loss_2, summaries_2, weights_2 = one_step(
         mirrored, mirrored_strategy, initial, images, labels)
 
     assert loss_2 == pytest.approx(loss_1, rel=1e-5)
-    assert figures_2 == pytest.approx(figures_1, rel=1e-5)
+    assert summaries_2 == pytest.approx(summaries_1, rel=1e-5)
     changed = False
     for before, a, b in zip(initial, weights_1, weights_2):
         np.testing.assert_allclose(b - before, a - before, rtol=1e-3, atol=1e-6)

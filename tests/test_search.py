@@ -85,6 +85,29 @@ def test_an_invalid_metrics_file_is_skipped_with_a_warning(tmp_path, caplog, con
     assert len(warnings) == 1 and str(bad) in warnings[0] and "\n" not in warnings[0]
 
 
+def hparams_dashboard(logdir):
+    """(run names, HParams session group names) as TensorBoard serves them for ``logdir``."""
+    from tensorboard.backend.event_processing import data_provider
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import hparams_plugin
+    from werkzeug.test import Client
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(logdir)
+    multiplexer.Reload()
+    plugin = hparams_plugin.HParamsPlugin(base_plugin.TBContext(
+        logdir=logdir, multiplexer=multiplexer,
+        data_provider=data_provider.MultiplexerDataProvider(multiplexer, logdir)))
+    request = {"experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN"], "colParams": [],
+               "startIndex": 0, "sliceSize": 100}
+    response = Client(plugin.get_plugin_apps()["/session_groups"]).post(
+        "/session_groups", data=json.dumps(request), content_type="application/json")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    groups = json.loads(response.get_data())["sessionGroups"]
+    return sorted(multiplexer.Runs()), sorted(group["name"] for group in groups)
+
+
 def test_search_cli_trains_each_setting(tmp_path, tiny_data_dir):
     parent = tmp_path / "search"
     parent.mkdir()
@@ -100,6 +123,10 @@ def test_search_cli_trains_each_setting(tmp_path, tiny_data_dir):
         assert (parent / child / "metrics_eval_best.json").exists()
         assert json.load(open(parent / child / "params.json"))["margin"] == float(child[-3:])
     assert "| margin_0.2 | 1 |" in result.stdout
+    runs, session_groups = hparams_dashboard(str(parent))
+    assert session_groups == ["margin_0.2", "margin_0.4"]
+    # Every run is a train/ or eval/ folder: no empty run for a model_dir itself.
+    assert runs == [f"margin_0.{i}/{kind}" for i in (2, 4) for kind in ("eval", "train")]
     summary = subprocess.run(
         [sys.executable, "synthesize_results.py", "--parent_dir", str(parent)],
         cwd=REPO, capture_output=True, text=True, timeout=120)
