@@ -41,7 +41,8 @@ def main(argv=None):
         print(f"{path}: [{', '.join(f'{v:.5f}' for v in embedding)}]")
     if len(args.images) == 2:
         verification = evaluation.read_verification(args.model_dir)
-        distance = float(np.linalg.norm(embeddings[0] - embeddings[1]))
+        first, second = evaluation.comparable(embeddings, params)
+        distance = float(np.linalg.norm(first - second))
         threshold = verification["threshold"]
         verdict = "same" if distance <= threshold else "different"
         relation = "<=" if verdict == "same" else ">"

@@ -83,7 +83,24 @@ def squared_euclidean(embeddings):
     return _euclidean(embeddings, squared=True)
 
 
-METRICS = {"euclidean": euclidean, "squared_euclidean": squared_euclidean}
+def angular(embeddings):
+    """Angular (cosine) distance 1 - cos(e_i, e_j) of the L2-normalised rows, clipped at 0.
+
+    As TensorFlow Addons' ``angular_distance``: between 0 (same direction) and 2
+    (opposite); a zero row is normalised to zero (its distance to anything is 1).
+
+    Args:
+        embeddings: [B, D] float32.
+
+    Returns:
+        [B, B] float32.
+    """
+    unit = tf.math.l2_normalize(embeddings, axis=1)
+    return tf.maximum(1.0 - tf.matmul(unit, unit, transpose_b=True), 0.0)
+
+
+# The names are TensorFlow Addons' (``distance_metric``), also used by params.json.
+METRICS = {"L2": euclidean, "squared-L2": squared_euclidean, "angular": angular}
 
 
 def distance_matrix(embeddings, distance):

@@ -41,6 +41,17 @@ def embed_images(model, images, params):
     return _embed_with(make_embed_step(model, params), images, params).numpy()
 
 
+def comparable(embeddings, params):
+    """Embeddings as the metrics compare them, by Euclidean distance: L2-normalised when the
+    training distance is angular (between unit vectors, the Euclidean distance orders
+    pairs exactly as the cosine distance does)."""
+    embeddings = np.asarray(embeddings, np.float32)
+    if params.distance_metric != "angular":
+        return embeddings
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return embeddings / np.maximum(norms, np.float32(1e-12))
+
+
 def evaluate(embed_step, loss_step, params, test_images, test_labels):
     """Loss and summaries averaged over the test batches, plus the retrieval metrics.
 
@@ -73,7 +84,7 @@ def evaluate(embed_step, loss_step, params, test_images, test_labels):
             totals[name] = totals.get(name, 0.0) + float(value) * (stop - start)
     results = {name: total / count for name, total in totals.items()}
     embeddings = embeddings.numpy()
-    results.update(metrics.retrieval_metrics(embeddings, test_labels[:count]))
+    results.update(metrics.retrieval_metrics(comparable(embeddings, params), test_labels[:count]))
     return results, embeddings
 
 
@@ -120,13 +131,14 @@ def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest"):
     return results
 
 
-def write_verification(model_dir, embeddings, labels, seed):
+def write_verification(model_dir, embeddings, labels, params):
     """Calibrate the same / different threshold on ``embeddings`` and write verification.json.
 
     Returns:
         the record written (see :func:`model.metrics.calibrate_verification`).
     """
-    record = metrics.calibrate_verification(embeddings, np.asarray(labels), seed=seed)
+    record = metrics.calibrate_verification(comparable(embeddings, params), np.asarray(labels),
+                                            seed=params.seed)
     files.write_json(os.path.join(model_dir, VERIFICATION_FILE), record)
     return record
 

@@ -66,8 +66,9 @@ def compute_loss(params, labels, embeddings):
         ``embedding_mean_norm``.
     """
     loss_with_summaries = triplet_loss.STRATEGIES[params.triplet_strategy]
-    loss, summaries = loss_with_summaries(labels, embeddings, params.margin, params.squared,
-                                          soft_margin=params.soft_margin)
+    loss, summaries = loss_with_summaries(labels, embeddings, params.margin,
+                                          soft_margin=params.soft_margin,
+                                          distance=params.distance_metric)
     norms = tf.norm(tf.cast(embeddings, tf.float32), axis=1)
     return loss, {**summaries, "embedding_mean_norm": tf.reduce_mean(norms)}
 

@@ -24,6 +24,8 @@ from model.files import write_json
 
 STRATEGIES = ("batch_all", "batch_hard", "batch_semihard")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+# The names of model.distances.METRICS (TensorFlow Addons' distance_metric names).
+DISTANCES = ("L2", "squared-L2", "angular")
 PARAMS_FILENAME = "params.json"
 RESOLVED_PARAMS_FILENAME = "params_resolved.json"
 
@@ -59,6 +61,8 @@ class Params:
                                  choices=STRATEGIES)
     margin: float = _key(0.5, "the triplet margin (unused with soft_margin)", at_least=0.0)
     squared: bool = _key(False, "squared Euclidean distances instead of Euclidean")
+    distance: Optional[str] = _key(None, "L2, squared-L2 or angular; null: L2, or squared-L2 "
+                                         "with squared", choices=DISTANCES)
     soft_margin: bool = _key(False, "softplus(d(a,p) - d(a,n)) instead of the hinge")
     # Data.
     image_size: int = _key(28, "image height and width; must match the data", at_least=1)
@@ -83,6 +87,11 @@ class Params:
     @property
     def balanced_batches(self):
         return self.num_classes_per_batch is not None
+
+    @property
+    def distance_metric(self):
+        """The name of the training distance in :data:`model.distances.METRICS`."""
+        return self.distance or ("squared-L2" if self.squared else "L2")
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -201,6 +210,10 @@ def _check_consistency(params, source):
         raise UserError(
             f"{source}: 'num_classes_per_batch' is {p} but there are only "
             f"num_labels = {params.num_labels} classes; lower it")
+    if params.squared and params.distance not in (None, "squared-L2"):
+        raise UserError(
+            f"{source}: 'squared' is true but 'distance' is {json.dumps(params.distance)}; "
+            'use "distance": "squared-L2" alone, or set squared to false')
     if params.soft_margin and params.triplet_strategy == "batch_semihard":
         raise UserError(
             f"{source}: 'soft_margin' works with batch_all and batch_hard, not "

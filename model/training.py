@@ -247,7 +247,7 @@ def _export(run, params, model_dir, embeddings, test_labels):
     model.set_weights(run.model.get_weights())
     export.export_model(model, params, model_dir)
     verification = evaluation.write_verification(
-        model_dir, embeddings, test_labels[:len(embeddings)], seed=params.seed)
+        model_dir, embeddings, test_labels[:len(embeddings)], params)
     logging.info("Exported the embedding network to %s; verification threshold %.4f, "
                  "held-out accuracy %.4f", os.path.join(model_dir, export.EXPORT_DIR),
                  verification["threshold"], verification["held_out_accuracy"])

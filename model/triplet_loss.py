@@ -111,7 +111,7 @@ def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margi
         With ``soft_margin`` nearly every valid triplet counts (softplus is
         > 1e-16 unless d(a, n) - d(a, p) > 36.8), so the fraction stays near 1.
     """
-    labels, distances = _prepare(labels, embeddings, squared, distance)
+    labels, distances, finite = _prepare(labels, embeddings, squared, distance)
     negative = _anchor_negative_mask(labels)
     if soft_margin:
         positive = _anchor_positive_mask(labels)
@@ -124,7 +124,7 @@ def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margi
             distances, columns, is_positive, negative, margin)
         class_sizes = tf.cast(class_sizes, tf.int64)
         num_valid = tf.reduce_sum((class_sizes - 1) * (tf.size(labels, tf.int64) - class_sizes))
-    return _positive_average(total, num_positive, num_valid)
+    return _nan_unless(finite, *_positive_average(total, num_positive, num_valid))
 
 
 def batch_all_triplet_loss_naive(labels, embeddings, margin, squared=False, soft_margin=False,
@@ -134,24 +134,26 @@ def batch_all_triplet_loss_naive(labels, embeddings, margin, squared=False, soft
     Same arguments and results as :func:`batch_all_triplet_loss`; O(B^3)
     memory, kept as the reference for tests and benchmarks.
     """
-    labels, distances = _prepare(labels, embeddings, squared, distance)
+    labels, distances, finite = _prepare(labels, embeddings, squared, distance)
     differences = distances[:, :, None] - distances[:, None, :]
     losses = _triplet_losses(differences, margin, soft_margin)
     valid = _triplet_mask(labels)
     losses = tf.where(valid, losses, 0.0)
     num_positive = tf.reduce_sum(tf.cast(losses > POSITIVE_LOSS, tf.int64))
     num_valid = tf.reduce_sum(tf.cast(valid, tf.int64))
-    return _positive_average(tf.reduce_sum(losses), num_positive, num_valid)
+    return _nan_unless(finite, *_positive_average(tf.reduce_sum(losses), num_positive,
+                                                  num_valid))
 
 
 def batch_hard_triplet_loss(labels, embeddings, margin, squared=False, soft_margin=False,
-                            distance=None):
+                            distance=None, all_anchors=False):
     """For each anchor, the hardest positive against the hardest negative.
 
     loss = mean over anchors a of max(max_p d(a,p) - min_n d(a,n) + margin, 0).
     Anchors without a positive or without a negative in the batch form no
     triplet and are left out of the mean (the TF1 original let an anchor
-    without a positive contribute max(margin - hardest_negative, 0)).
+    without a positive contribute max(margin - hardest_negative, 0)), unless
+    ``all_anchors``.
 
     Args:
         labels: [B] or [B, 1] integer class ids.
@@ -160,21 +162,27 @@ def batch_hard_triplet_loss(labels, embeddings, margin, squared=False, soft_marg
         squared: use squared Euclidean distances.
         soft_margin: softplus(hardest_pos - hardest_neg) instead of the hinge.
         distance: see the module docstring.
+        all_anchors: average over all B anchors, each with the placeholders below
+            (TensorFlow Addons' ``triplet_hard_loss`` and the TF1 original).
 
     Returns:
         loss: float32 scalar, mean over anchors having both a positive and a
-            negative; 0 when there is none.
-        hardest_positive_dist: [B] float32, largest d(a, p); 0 where the
-            anchor has no positive.
+            negative (all anchors with ``all_anchors``); 0 when there is none.
+        hardest_positive_dist: [B] float32, largest d(a, p); where the anchor has
+            no positive, the smallest distance in its row (0 for the Euclidean
+            and angular distances: the diagonal).
         hardest_negative_dist: [B] float32, smallest d(a, n); where the anchor
             has no negative, the largest distance in its row (what the TF1
             original's masking gives: finite and never "hard").
+        All NaN when a distance is NaN or infinite.
     """
-    loss, hardest = _batch_hard(labels, embeddings, margin, squared, soft_margin, distance)
+    loss, hardest = _batch_hard(labels, embeddings, margin, squared, soft_margin, distance,
+                                all_anchors)
     return loss, hardest.positive_dist, hardest.negative_dist
 
 
-def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False, distance=None):
+def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False, distance=None,
+                                all_anchors=False):
     """FaceNet semi-hard mining (tf.contrib ``triplet_semihard_loss`` semantics).
 
     For every (a, p) pair the negative is the closest one farther than
@@ -187,12 +195,18 @@ def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False, dista
         margin: float, margin of the hinge.
         squared: use squared Euclidean distances.
         distance: see the module docstring.
+        all_anchors: average over every (a, p) pair, a pair whose anchor has no
+            negative taking the smallest distance of its row as d(a, n) (TensorFlow
+            Addons' ``triplet_semihard_loss``; 0 instead of its NaN when there is
+            no pair at all).
 
     Returns:
         float32 scalar: mean of max(d(a,p) - d(a,n) + margin, 0) over the (a, p)
-        pairs whose anchor has at least one negative; 0 when there is none.
+        pairs whose anchor has at least one negative (every pair with
+        ``all_anchors``); 0 when there is none; NaN when a distance is NaN or
+        infinite.
     """
-    labels, distances = _prepare(labels, embeddings, squared, distance)
+    labels, distances, finite = _prepare(labels, embeddings, squared, distance)
     positive, negative = _anchor_positive_mask(labels), _anchor_negative_mask(labels)
     sorted_keys, sorted_distances = _sorted_negatives(distances, negative)
     num_negatives = _row_count(negative, tf.int32)[:, None]
@@ -200,8 +214,13 @@ def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False, dista
     not_farther = exact_batch_all.searchsorted_rows(sorted_keys, distances)
     index = tf.where(not_farther < num_negatives, not_farther, num_negatives - 1)
     negative_distances = tf.gather(sorted_distances, tf.maximum(index, 0), batch_dims=1)
+    if all_anchors:
+        negative_distances = tf.where(num_negatives > 0, negative_distances,
+                                      tf.reduce_min(distances, axis=1, keepdims=True))
+    else:
+        positive &= num_negatives > 0
     losses = _triplet_losses(distances - negative_distances, margin, soft_margin=False)
-    return masked_mean(losses, positive & (num_negatives > 0))
+    return _nan_unless(finite, masked_mean(losses, positive))
 
 
 def masked_mean(values, mask):
@@ -251,11 +270,17 @@ STRATEGIES = {
 def _metric(squared, distance):
     if distance is not None:
         return distance
-    return "squared_euclidean" if squared else "euclidean"
+    return "squared-L2" if squared else "L2"
 
 
 def _prepare(labels, embeddings, squared, distance):
-    """Checked [B] int64 labels and [B, B] float32 distances of matching batch size."""
+    """Checked [B] int64 labels and [B, B] float32 distances of matching batch size.
+
+    Returns:
+        (labels, distances, finite): ``finite`` is a bool scalar, False when a distance is
+        NaN or infinite (NaN or Inf in the embeddings): the losses are then NaN, never a
+        finite number that would hide a diverged network.
+    """
     labels = _check_labels(labels)
     distances = distances_lib.distance_matrix(embeddings, _metric(squared, distance))
     batch_labels, batch_embeddings = labels.shape[0], distances.shape[0]
@@ -268,7 +293,13 @@ def _prepare(labels, embeddings, squared, distance):
         tf.debugging.assert_equal(
             tf.shape(labels)[0], tf.shape(distances)[0],
             message="labels and embeddings must have the same batch size")
-    return labels, distances
+    return labels, distances, tf.reduce_all(tf.math.is_finite(distances))
+
+
+def _nan_unless(finite, *values):
+    nan = tf.constant(np.nan, tf.float32)
+    results = tuple(tf.where(finite, value, nan) for value in values)
+    return results if len(results) > 1 else results[0]
 
 
 class _Hardest:
@@ -282,17 +313,22 @@ class _Hardest:
         # afterwards replaces the infinities of empty rows, and their gradient there
         # is exactly zero.
         hardest_positive = tf.reduce_max(tf.where(positive, distances, -np.inf), axis=1)
-        self.positive_dist = tf.where(self.has_positive, hardest_positive, 0.0)
+        self.positive_dist = tf.where(self.has_positive, hardest_positive,
+                                      tf.reduce_min(distances, axis=1))
         hardest_negative = tf.reduce_min(tf.where(negative, distances, np.inf), axis=1)
         self.negative_dist = tf.where(self.has_negative, hardest_negative,
                                       tf.reduce_max(distances, axis=1))
 
 
-def _batch_hard(labels, embeddings, margin, squared, soft_margin, distance):
-    labels, distances = _prepare(labels, embeddings, squared, distance)
+def _batch_hard(labels, embeddings, margin, squared, soft_margin, distance, all_anchors=False):
+    labels, distances, finite = _prepare(labels, embeddings, squared, distance)
     hardest = _Hardest(labels, distances)
     losses = _triplet_losses(hardest.positive_dist - hardest.negative_dist, margin, soft_margin)
-    return masked_mean(losses, hardest.has_positive & hardest.has_negative), hardest
+    anchors = (tf.ones_like(hardest.has_positive) if all_anchors
+               else hardest.has_positive & hardest.has_negative)
+    hardest.positive_dist, hardest.negative_dist = _nan_unless(
+        finite, hardest.positive_dist, hardest.negative_dist)
+    return _nan_unless(finite, masked_mean(losses, anchors)), hardest
 
 
 def _check_labels(labels):

@@ -54,7 +54,8 @@ def test_verification_file_round_trip_and_missing(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(4), 25)
     embeddings = (labels[:, None] * 3.0 + rng.normal(size=(100, 2))).astype(np.float32)
-    record = evaluation.write_verification(str(tmp_path), embeddings, labels, seed=1)
+    record = evaluation.write_verification(str(tmp_path), embeddings, labels,
+                                           tiny_params(seed=1))
     assert evaluation.read_verification(str(tmp_path)) == record
     assert record["held_out_accuracy"] > 0.9
     with pytest.raises(UserError, match="no calibrated threshold"):
@@ -72,3 +73,10 @@ def test_embed_images_in_batches_equals_one_pass(monkeypatch):
     assert embeddings.dtype == np.float32 and embeddings.shape == (25, 8)
     want = model(images[..., None].astype(np.float32) / 255.0).numpy()
     np.testing.assert_allclose(embeddings, want, rtol=1e-5, atol=1e-6)
+
+
+def test_angular_runs_compare_normalised_embeddings():
+    embeddings = np.array([[3.0, 4.0], [0.0, 0.5], [0.0, 0.0]], np.float32)
+    np.testing.assert_array_equal(evaluation.comparable(embeddings, tiny_params()), embeddings)
+    unit = evaluation.comparable(embeddings, tiny_params(distance="angular"))
+    np.testing.assert_allclose(unit, [[0.6, 0.8], [0.0, 1.0], [0.0, 0.0]], rtol=1e-6)

@@ -72,6 +72,20 @@ def test_two_epochs_write_checkpoints_summaries_and_metrics(tmp_path, tiny_data_
     assert saved["versions"]["tensorflow"] == tf.__version__
 
 
+def test_angular_distance_trains_end_to_end(tmp_path, tiny_data_dir):
+    from model import triplet_loss
+
+    params = tiny_params(num_epochs=1, distance="angular", margin=0.2)
+    labels = np.arange(12) % 3
+    embeddings = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
+    loss, _ = model_fn.compute_loss(params, labels, embeddings)
+    want, _ = triplet_loss.batch_all_triplet_loss(labels, embeddings, 0.2, distance="angular")
+    assert float(loss) == float(want) != float(model_fn.compute_loss(
+        params.replace(distance=None), labels, embeddings)[0])
+    results = training.train_and_evaluate(params, str(tmp_path / "run"), tiny_data_dir)
+    assert all(np.isfinite(v) for v in results.values())
+
+
 def test_training_improves_retrieval(tmp_path, tiny_data_dir):
     model_dir = str(tmp_path / "run")
     training.train_and_evaluate(tiny_params(num_epochs=3), model_dir, tiny_data_dir)
