@@ -12,6 +12,13 @@ the embeddings, after one warm-up call (tracing); on a shared machine whose
 speed drifts, the minimum is the steadier figure. A configuration whose warm-up
 call is slow gets fewer repeats so that it takes about ``--seconds``.
 Labels are drawn uniformly from ``--classes`` classes, as in MNIST batches.
+
+``keras_batch_all`` and ``keras_semihard`` time the Keras loss objects of
+``model/losses.py`` (``BatchAllTripletLoss()``, ``TripletSemiHardLoss()``) on the same
+inputs, to compare with the functions they wrap (``batch_all``; ``batch_semihard``,
+whose averaging differs slightly). ``--xla off,on`` times each configuration without
+and with ``tf.function(jit_compile=True)`` (XLA), as ``model.fit(jit_compile=True)``
+would compile the loss.
 """
 
 import argparse
@@ -26,7 +33,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-STRATEGIES = ("batch_all", "batch_all_soft", "batch_hard", "batch_semihard", "batch_all_naive")
+STRATEGIES = ("batch_all", "batch_all_soft", "batch_hard", "batch_semihard", "batch_all_naive",
+              "keras_batch_all", "keras_semihard")
 # Peak memory of the naive loss + gradient in B x B x B float32 tensors (measured
 # ~4.6 at B = 512: 2.5 GB; 21.9 GB at B = 1024), to skip sizes that cannot fit.
 NAIVE_CUBES = 5
@@ -47,10 +55,14 @@ def parse_args(argv=None):
     parser.add_argument("--naive-cap-gb", type=float, default=8.0,
                         help="skip the naive B^3 loss where it would need more memory "
                         "(default: %(default)s)")
+    parser.add_argument("--xla", default="off",
+                        help="comma-separated: off, on (jit_compile=True) or both "
+                        "(default: %(default)s)")
     parser.add_argument("--strategies", default=",".join(STRATEGIES),
                         help="comma-separated subset of " + ", ".join(STRATEGIES))
     # Internal: measure one configuration in this process and print it as JSON.
-    parser.add_argument("--worker", nargs=2, metavar=("STRATEGY", "B"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, metavar=("STRATEGY", "B", "XLA"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         args.sizes = [int(size) for size in args.sizes.split(",")]
@@ -60,6 +72,9 @@ def parse_args(argv=None):
     unknown = sorted(set(args.strategies) - set(STRATEGIES))
     if unknown:
         parser.error(f"unknown strategy {unknown[0]!r}; choose from {', '.join(STRATEGIES)}")
+    args.xla = args.xla.split(",")
+    if not set(args.xla) <= {"off", "on"}:
+        parser.error(f"--xla takes off, on or off,on, got {','.join(args.xla)!r}")
     if min(args.sizes) < 1 or args.dim < 1 or args.repeats < 1 or args.classes < 1:
         parser.error("--sizes, --dim, --repeats and --classes must be positive")
     return args
@@ -69,13 +84,14 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def measure(strategy, batch_size, args):
+def measure(strategy, batch_size, xla, args):
     """Run one configuration in this process; returns a dict of figures."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, ROOT)
     import numpy as np
     import tensorflow as tf
 
+    from model import losses as keras_losses
     from model import triplet_loss
 
     baseline = _peak_rss_mb()
@@ -87,10 +103,12 @@ def measure(strategy, batch_size, args):
         "batch_semihard": lambda l, e: triplet_loss.batch_semihard_triplet_loss(l, e, args.margin),
         "batch_all_naive": lambda l, e: triplet_loss.batch_all_triplet_loss_naive(
             l, e, args.margin)[0],
+        "keras_batch_all": keras_losses.BatchAllTripletLoss(args.margin),
+        "keras_semihard": keras_losses.TripletSemiHardLoss(args.margin),
     }
     loss_fn = losses[strategy]
 
-    @tf.function
+    @tf.function(jit_compile=xla == "on")
     def step(labels, embeddings):
         with tf.GradientTape() as tape:
             tape.watch(embeddings)
@@ -119,9 +137,10 @@ def naive_estimate_gb(batch_size):
     return NAIVE_CUBES * 4 * batch_size**3 / 1e9
 
 
-def run_worker(strategy, batch_size, args):
+def run_worker(strategy, batch_size, xla, args):
     """Measure one configuration in a fresh process (its own peak memory)."""
     command = [sys.executable, os.path.abspath(__file__), "--worker", strategy, str(batch_size),
+               xla,
                "--dim", str(args.dim), "--repeats", str(args.repeats),
                "--seconds", str(args.seconds), "--classes", str(args.classes),
                "--margin", str(args.margin)]
@@ -131,12 +150,12 @@ def run_worker(strategy, batch_size, args):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def format_row(batch_size, strategy, result):
+def format_row(batch_size, strategy, xla, result):
     if "skipped" in result:
-        return f"| {batch_size} | {strategy} | {result['skipped']} | | | | |"
+        return f"| {batch_size} | {strategy} | {xla} | {result['skipped']} | | | | |"
     if "error" in result:
-        return f"| {batch_size} | {strategy} | failed: {result['error']} | | | | |"
-    return (f"| {batch_size} | {strategy} | {result['ms']:.1f} | {result['min_ms']:.1f} "
+        return f"| {batch_size} | {strategy} | {xla} | failed: {result['error']} | | | | |"
+    return (f"| {batch_size} | {strategy} | {xla} | {result['ms']:.1f} | {result['min_ms']:.1f} "
             f"| {result['repeats']} "
             f"| {result['extra_mb']:.0f} | {result['peak_mb']:.0f} |")
 
@@ -144,29 +163,30 @@ def format_row(batch_size, strategy, result):
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
-        strategy, batch_size = args.worker
-        print(json.dumps(measure(strategy, int(batch_size), args)))
+        strategy, batch_size, xla = args.worker
+        print(json.dumps(measure(strategy, int(batch_size), xla, args)))
         return 0
     print(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}; D = {args.dim}, {args.classes} classes, "
           f"margin {args.margin}, loss + gradient in tf.function")
     print()
-    print("| B | strategy | median ms | min ms | repeats | extra peak MB | total peak MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| B | strategy | XLA | median ms | min ms | repeats | extra peak MB | total peak MB |")
+    print("|---|---|---|---|---|---|---|---|")
     results = {}
     for batch_size in args.sizes:
         for strategy in args.strategies:
-            estimate = naive_estimate_gb(batch_size)
-            if strategy == "batch_all_naive" and estimate > args.naive_cap_gb:
-                result = {"skipped": f"skipped (needs ~{estimate:.0f} GB)"}
-            else:
-                result = run_worker(strategy, batch_size, args)
-            results[batch_size, strategy] = result
-            print(format_row(batch_size, strategy, result), flush=True)
+            for xla in args.xla:
+                estimate = naive_estimate_gb(batch_size)
+                if strategy == "batch_all_naive" and estimate > args.naive_cap_gb:
+                    result = {"skipped": f"skipped (needs ~{estimate:.0f} GB)"}
+                else:
+                    result = run_worker(strategy, batch_size, xla, args)
+                results[batch_size, strategy, xla] = result
+                print(format_row(batch_size, strategy, xla, result), flush=True)
     print()
     for batch_size in args.sizes:
-        fast = results.get((batch_size, "batch_all"))
-        naive = results.get((batch_size, "batch_all_naive"))
+        fast = results.get((batch_size, "batch_all", args.xla[0]))
+        naive = results.get((batch_size, "batch_all_naive", args.xla[0]))
         if fast and naive and "ms" in fast and "ms" in naive:
             print(f"B = {batch_size}: batch_all is {naive['ms'] / fast['ms']:.1f}x faster "
                   "than the naive B^3 version")

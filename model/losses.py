@@ -165,7 +165,7 @@ class _TripletLoss(keras.losses.Loss):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        metric = config.get("distance_metric")
+        metric = config.get("distance_metric", "L2")
         if not isinstance(metric, str) or metric not in distances.METRICS:
             config["distance_metric"] = keras.saving.deserialize_keras_object(metric)
         config.pop("reduction", None)
@@ -232,6 +232,9 @@ class FractionPositiveTriplets(keras.metrics.Mean):
         _distance(distance_metric)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        # The fraction of the global batch, as the losses mine it under a strategy.
+        y_true, y_pred, _ = _global_batch(tf.convert_to_tensor(y_true),
+                                          tf.cast(y_pred, tf.float32))
         _, fraction = triplet_loss.batch_all_triplet_loss(
             y_true, y_pred, self.margin, distance=_distance(self.distance_metric))
         return super().update_state(fraction)
