@@ -42,9 +42,9 @@ def main(argv=None):
 
     cli.set_logger()
     params = load_params(args.model_dir)
-    model = evaluation.restore_model(args.model_dir, params, args.checkpoint)
+    model, _ = evaluation.restore_model(args.model_dir, params, args.checkpoint)
     images, labels = mnist_dataset.load_split(args.data_dir, "test")
-    input_fn.check_shapes(images, labels, params)
+    input_fn.check_shapes(images, labels, params, "test")
     embeddings = evaluation.embed_images(model, images, params)
 
     paths = visualize.write_projector(args.model_dir, embeddings, labels, images)

@@ -16,11 +16,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from model import files, input_fn, metrics, mnist_dataset
+from model import checkpoints, files, input_fn, metrics, mnist_dataset
+from model.checkpoints import CHECKPOINT_DIRS
 from model.errors import UserError
 from model.model_fn import build_plain_model, make_embed_step, make_loss_step
 
-CHECKPOINT_DIRS = {"latest": "checkpoints", "best": "best"}
 VERIFICATION_FILE = "verification.json"
 # Images per forward pass when only embeddings are needed: large enough to be quick,
 # small enough for any machine (~100 MB of first-layer activations in float32).
@@ -72,7 +72,7 @@ def evaluate(embed_step, loss_step, params, test_images, test_labels):
         summaries, ``embedding_mean_norm``, ``precision_at_1``, ``r_precision``,
         ``map_at_r``) and the float32 [n, D] embeddings of the evaluated test images.
     """
-    input_fn.check_shapes(test_images, test_labels, params)
+    input_fn.check_shapes(test_images, test_labels, params, "test")
     count = min(params.eval_size, len(test_labels))
     embeddings = _embed_with(embed_step, test_images[:count], params)
     labels = tf.constant(test_labels[:count], tf.int64)
@@ -88,42 +88,34 @@ def evaluate(embed_step, loss_step, params, test_images, test_labels):
     return results, embeddings
 
 
-def checkpoint_path(model_dir, checkpoint="latest"):
-    """The newest checkpoint of ``model_dir``'s latest or best folder.
+def restore_model(model_dir, params, checkpoint="latest"):
+    """The network of ``model_dir`` with the weights of its latest or best checkpoint.
+
+    The newest checkpoint of the folder that reads is used (a damaged one is skipped with
+    a warning; one that a running trainer deletes meanwhile is replaced by the next).
+
+    Returns:
+        (model, path of the checkpoint restored).
 
     Raises:
-        UserError: if the folder holds no such checkpoint.
+        UserError: if the folder holds no readable checkpoint.
     """
     if checkpoint not in CHECKPOINT_DIRS:
         raise UserError(f"unknown checkpoint '{checkpoint}'; use latest or best")
     folder = os.path.join(model_dir, CHECKPOINT_DIRS[checkpoint])
-    path = tf.train.latest_checkpoint(folder)
+    model = build_plain_model(params)
+    path = checkpoints.restore(tf.train.Checkpoint(model=model), folder)
     if not path:
         raise UserError(f"no checkpoint in {folder}; train first: python train.py "
                         f"--model_dir {model_dir}")
-    return path
-
-
-def restore_model(model_dir, params, checkpoint="latest"):
-    """The network of ``model_dir`` with the weights of its latest or best checkpoint.
-
-    Raises:
-        UserError: if the folder holds no such checkpoint.
-    """
-    return _restore(checkpoint_path(model_dir, checkpoint), params)
-
-
-def _restore(path, params):
-    model = build_plain_model(params)
-    tf.train.Checkpoint(model=model).restore(path).expect_partial()
-    return model
+    return model, path
 
 
 def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest"):
-    """Evaluate a saved checkpoint on the test set; writes ``model_dir/metrics_eval.json``."""
-    path = checkpoint_path(model_dir, checkpoint)
-    model = _restore(path, params)
+    """Evaluate a saved checkpoint on the test set; writes ``model_dir/metrics_eval.json``
+    with the path of the checkpoint evaluated."""
     test_images, test_labels = mnist_dataset.load_split(data_dir, "test")
+    model, path = restore_model(model_dir, params, checkpoint)
     results, _ = evaluate(make_embed_step(model, params), make_loss_step(params), params,
                           test_images, test_labels)
     files.write_json(os.path.join(model_dir, "metrics_eval.json"),
@@ -131,14 +123,16 @@ def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest"):
     return results
 
 
-def write_verification(model_dir, embeddings, labels, params):
-    """Calibrate the same / different threshold on ``embeddings`` and write verification.json.
+def write_verification(model_dir, embeddings, labels, params, epoch):
+    """Calibrate the same / different threshold on ``embeddings`` (of the network of
+    ``epoch``) and write verification.json.
 
     Returns:
-        the record written (see :func:`model.metrics.calibrate_verification`).
+        the record written (see :func:`model.metrics.calibrate_verification`), with ``epoch``.
     """
     record = metrics.calibrate_verification(comparable(embeddings, params), np.asarray(labels),
                                             seed=params.seed)
+    record["epoch"] = epoch
     files.write_json(os.path.join(model_dir, VERIFICATION_FILE), record)
     return record
 

@@ -2,16 +2,23 @@
 
 The SavedModel under ``model_dir/export`` has one function, ``embed(images)``, traced
 for uint8 images (0-255) and for float32 images (0-1), each [N, S, S] or [N, S, S, 1];
-``serving_default`` is the float32 [N, S, S, 1] version.
+``serving_default`` is the float32 [N, S, S, 1] version. ``export/source.json`` records
+the epoch whose network it holds.
 """
 
+import glob
 import os
+import shutil
+import tempfile
 
 import tensorflow as tf
 
+from model import files
 from model.errors import UserError
 
 EXPORT_DIR = "export"
+# Written last into the export: the epoch of the network it holds.
+SOURCE_FILE = "source.json"
 
 
 class EmbeddingModule(tf.Module):
@@ -31,8 +38,16 @@ class EmbeddingModule(tf.Module):
         return self.model(images, training=False)
 
 
-def export_model(model, params, model_dir):
-    """Write the SavedModel to ``model_dir/export`` (replacing an older export); returns its path."""
+def export_model(model, params, model_dir, epoch):
+    """Write the SavedModel of ``epoch`` to ``model_dir/export``, replacing an older export.
+
+    The SavedModel is written into a temporary folder beside it, with ``source.json``
+    (the epoch it belongs to) last, then renamed into place: a crash leaves either the
+    previous export or the new one, never a partial one in ``export/``.
+
+    Returns:
+        the export's path.
+    """
     module = EmbeddingModule(model, params.image_size)
     size = params.image_size
     signatures = {}
@@ -42,18 +57,39 @@ def export_model(model, params, model_dir):
             if dtype == tf.float32 and len(shape) == 4:
                 signatures["serving_default"] = concrete
     path = os.path.join(model_dir, EXPORT_DIR)
-    tf.saved_model.save(module, path, signatures=signatures)
+    for leftover in glob.glob(path + ".*"):  # of an export killed half-way
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = tempfile.mkdtemp(prefix=EXPORT_DIR + ".new-", dir=model_dir)
+    tf.saved_model.save(module, staging, signatures=signatures)
+    files.write_json(os.path.join(staging, SOURCE_FILE), {"epoch": epoch})
+    if os.path.exists(path):
+        retired = tempfile.mkdtemp(prefix=EXPORT_DIR + ".old-", dir=model_dir)
+        os.replace(path, os.path.join(retired, EXPORT_DIR))
+        os.replace(staging, path)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, path)
     return path
 
 
-def has_export(model_dir):
-    return os.path.isfile(os.path.join(model_dir, EXPORT_DIR, "saved_model.pb"))
+def exported_epoch(model_dir):
+    """The epoch whose network ``model_dir/export`` holds, or None if there is no complete one."""
+    path = os.path.join(model_dir, EXPORT_DIR)
+    source = files.read_json(os.path.join(path, SOURCE_FILE))
+    if source is None or not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return None
+    return source.get("epoch")
 
 
 def load_exported(model_dir):
     """The exported module of ``model_dir``; call ``.embed(images)`` on it."""
     path = os.path.join(model_dir, EXPORT_DIR)
-    if not has_export(model_dir):
-        raise UserError(f"no exported model in {path}; finish training first (python train.py "
-                        f"--model_dir {model_dir}) or run it again to export")
-    return tf.saved_model.load(path)
+    if exported_epoch(model_dir) is None:
+        raise UserError(f"no complete exported model in {path}; run python train.py "
+                        f"--model_dir {model_dir} to finish training and export it")
+    try:
+        return tf.saved_model.load(path)
+    except (tf.errors.OpError, ValueError, OSError) as err:
+        message = " ".join(str(getattr(err, "message", err)).split())[:200]
+        raise UserError(f"{path} cannot be loaded ({message}); delete it and run python "
+                        f"train.py --model_dir {model_dir} to export it again") from None

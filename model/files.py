@@ -1,13 +1,16 @@
-"""Writing and reading the small files of a run: every write is atomic.
+"""Writing and reading the small files of a run (every write is atomic), and its lock.
 
 A file is written to a temporary name in its own folder, flushed to disk, then renamed
 over the target (``os.replace`` is atomic on POSIX and Windows): a reader, or a run
 killed half-way, sees the old content or the new one, never a truncated file.
 """
 
+import contextlib
 import json
 import os
 import tempfile
+
+from model.errors import UserError
 
 
 def write_text(path, text):
@@ -39,3 +42,35 @@ def read_json(path):
     except (OSError, ValueError):
         return None
     return values if isinstance(values, dict) else None
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder, what="train.py"):
+    """Hold an exclusive lock on ``folder`` for the duration of the block.
+
+    ``fcntl.flock`` on ``folder/.lock``: the operating system releases it when the
+    process ends, however it ends (a SIGKILL cannot leave a stale lock), and the file
+    holds the holder's PID so that a second process can name it.
+
+    Raises:
+        UserError: another process holds the lock.
+    """
+    import fcntl
+
+    path = os.path.join(folder, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise UserError(f"{folder} is in use by another {what} (pid {holder}); wait for it "
+                            "to finish or stop it, then run again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -61,20 +61,31 @@ def check_data(images, labels, params):
             f"{fewest}); set num_images_per_class to at most {fewest} or remove those classes")
 
 
-def check_shapes(images, labels, params):
-    """Raise UserError unless images are [N, S, S] with S = params.image_size and one label each."""
+def check_shapes(images, labels, params, split="train", path=None):
+    """Raise UserError unless images are [N, S, S] with S = params.image_size and one label each.
+
+    Args:
+        split: "train" or "test", named in the messages (the train split is checked first,
+            so a test split of another size is told to match the train images).
+        path: the images file, named in the messages when given.
+    """
     size = params.image_size
+    where = f"the {split} images" + (f" ({path})" if path else "")
     if images.ndim != 3 or len(images) == 0:
-        raise UserError(f"expected a non-empty stack of 2-D images [N, rows, cols], got "
-                        f"shape {images.shape}; check the image file")
+        raise UserError(f"{where}: expected a non-empty stack of 2-D images [N, rows, cols], "
+                        f"got shape {images.shape}; check that file")
     if images.shape[1:] != (size, size):
         rows, cols = images.shape[1:]
-        fix = (f'set "image_size": {rows} in params.json' if rows == cols else
-               "resize them to square images")
-        raise UserError(f"the images are {rows} x {cols} pixels but params.image_size is "
+        if split != "train":
+            fix = f"resize them to {size} x {size}, the size of the train images"
+        elif rows == cols:
+            fix = f'set "image_size": {rows} in params.json'
+        else:
+            fix = "resize them to square images"
+        raise UserError(f"{where} are {rows} x {cols} pixels but params.image_size is "
                         f"{size}; {fix}")
     if labels.shape != (len(images),):
-        raise UserError(f"{len(images)} images but labels of shape {labels.shape}; "
+        raise UserError(f"{where}: {len(images)} images but labels of shape {labels.shape}; "
                         "give one integer label per image")
 
 
@@ -236,7 +247,7 @@ def test_dataset(images, labels, params, batch_size=None):
         ``tf.data.Dataset`` of (float32 [b, S, S, 1] in [0, 1], int64 [b]), batches of
         ``batch_size`` (the last one may be smaller).
     """
-    check_shapes(images, labels, params)
+    check_shapes(images, labels, params, "test")
     count = min(params.eval_size, len(labels))
     index_batches = _consecutive_batches(np.arange(count), batch_size or params.batch_size)
     return _gather_batches(images, labels, index_batches, params)

@@ -289,9 +289,8 @@ def pair_distances(embeddings, labels, num_pairs, rng):
     """
     labels = np.asarray(labels)
     by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    _check_pairs_possible(labels)
     by_class = [members for members in by_class if len(members) >= 2]
-    if not by_class or len(np.unique(labels)) < 2:
-        raise UserError("verification needs at least two classes and a class with two images")
     classes = rng.integers(len(by_class), size=num_pairs)
     same = np.array([rng.choice(by_class[c], 2, replace=False) for c in classes])
     first = rng.integers(len(labels), size=4 * num_pairs)
@@ -321,6 +320,26 @@ def best_threshold(distances, same):
     return float(threshold), float(correct[i] / len(sorted_d))
 
 
+def _halves(count, rng):
+    order = rng.permutation(count)
+    return order[: count // 2], order[count // 2:]
+
+
+def _check_pairs_possible(labels):
+    if len(np.unique(labels)) < 2 or np.max(np.unique(labels, return_counts=True)[1],
+                                            initial=0) < 2:
+        raise UserError("verification needs at least two classes and a class with two images")
+
+
+def check_calibration(labels, seed=0):
+    """Raise UserError unless :func:`calibrate_verification` can run on ``labels`` (both
+    halves it splits them into hold two classes and a class with two members); cheap, so
+    that a run can check it before training rather than fail after."""
+    labels = np.asarray(labels)
+    for half in _halves(len(labels), np.random.default_rng(seed)):
+        _check_pairs_possible(labels[half])
+
+
 def calibrate_verification(embeddings, labels, num_pairs=20000, seed=0):
     """Pick the threshold on one half of the embeddings and measure its accuracy on the other.
 
@@ -338,8 +357,7 @@ def calibrate_verification(embeddings, labels, num_pairs=20000, seed=0):
         UserError: when a half lacks two classes or a class with two members.
     """
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(labels))
-    halves = order[: len(order) // 2], order[len(order) // 2:]
+    halves = _halves(len(labels), rng)
     fit = pair_distances(embeddings[halves[0]], labels[halves[0]], num_pairs, rng)
     threshold, fit_accuracy = best_threshold(*fit)
     held_d, held_same = pair_distances(embeddings[halves[1]], labels[halves[1]], num_pairs, rng)

@@ -134,6 +134,13 @@ def _find(data_dir, name):
     return None
 
 
+def split_path(data_dir, split, kind):
+    """The file holding the ``kind`` ("images" or "labels") of ``split`` in ``data_dir``
+    (the raw file when present, else the .gz one, as :func:`load_split` reads them)."""
+    name = SPLITS[split][0 if kind == "images" else 1]
+    return _find(data_dir, name) or os.path.join(data_dir, name)
+
+
 def load_split(data_dir, split):
     """Load one split of an IDX dataset.
 
@@ -150,6 +157,9 @@ def load_split(data_dir, split):
     """
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise DataError(f"--data_dir {data_dir} is a file, not a folder; pass the folder that "
+                        "holds the IDX files")
     found = {name: _find(data_dir, name) for name in SPLITS[split]}
     missing = [name for name, path in found.items() if path is None]
     if missing:

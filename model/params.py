@@ -20,7 +20,7 @@ import typing
 from typing import Optional
 
 from model.errors import UserError
-from model.files import write_json
+from model.files import read_json, write_json
 
 STRATEGIES = ("batch_all", "batch_hard", "batch_semihard")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
@@ -289,7 +289,11 @@ def load_params(path):
 
 
 def save_params(params, model_dir, filename=RESOLVED_PARAMS_FILENAME):
-    """Write the resolved params (defaults filled in) with the software versions."""
+    """Write the resolved params (defaults filled in) with the software versions and command.
+
+    An existing file with the same params and versions is left as it is (a resume does
+    not rewrite it).
+    """
     import tensorflow as tf
 
     record = {
@@ -298,5 +302,8 @@ def save_params(params, model_dir, filename=RESOLVED_PARAMS_FILENAME):
         "command": sys.argv,
     }
     path = os.path.join(model_dir, filename)
-    write_json(path, record)
+    existing = read_json(path) or {}
+    if {key: existing.get(key) for key in ("params", "versions")} != {
+            key: record[key] for key in ("params", "versions")}:
+        write_json(path, record)
     return path

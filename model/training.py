@@ -1,14 +1,20 @@
-"""The training loop: checkpoints, resume, summaries, per-epoch evaluation, export.
+"""The training loop: resume, checkpoints, summaries, per-epoch evaluation, export.
 
 Layout of a model_dir (``params.json`` is the user's; everything else is written here):
 
     params_resolved.json    params with defaults filled in, plus software versions
     train.log               one line per epoch
-    checkpoints/            model + optimizer + step + epoch + seconds, every epoch
+    checkpoints/            model, optimizer, counters, best score and params, every epoch
     best/                   the checkpoint with the best eval MAP@R
     train/, eval/           TensorBoard event files (eval/ also holds the HParams record)
     metrics_eval_untrained.json, metrics_eval_last.json, metrics_eval_best.json
-    export/, verification.json
+    export/, verification.json   the final network and its same / different threshold
+    .lock                   held by the process training in the folder
+
+What a crash can leave half-done is completed by the next run of the same command
+(README, "What survives what"): a rerun restores the newest checkpoint that reads,
+writes the record of its epoch if that was lost, and re-exports and re-calibrates when
+the export or ``verification.json`` is missing or belongs to another epoch.
 """
 
 import json
@@ -21,10 +27,10 @@ import time
 import keras
 import tensorflow as tf
 
-from model import evaluation, export, files, input_fn, mnist_dataset
+from model import checkpoints, evaluation, export, files, input_fn, metrics, mnist_dataset
+from model.checkpoints import CHECKPOINT_DIRS
 from model.distribute import is_chief, worker_checkpoint_dir
 from model.errors import UserError
-from model.evaluation import CHECKPOINT_DIRS
 from model.model_fn import (build_model, build_plain_model, make_embed_step, make_loss_step,
                             make_optimizer, make_train_step)
 from model.params import RESOLVED_PARAMS_FILENAME, save_params
@@ -48,11 +54,17 @@ def seed_everything(seed):
     tf.config.experimental.enable_op_determinism()
 
 
+def _params_json(params):
+    return json.dumps(params.to_dict(), sort_keys=True)
+
+
 class Run:
     """The state of one training run in ``model_dir``: model, optimizer, counters, checkpoints.
 
-    ``seconds`` counts the training and evaluation time of the completed epochs; kept in
-    the checkpoint, it survives a resume (and excludes the downtime).
+    The checkpoint also holds ``seconds`` (training and evaluation time of the completed
+    epochs, so it survives a resume and excludes the downtime), ``best_score`` (the best
+    eval MAP@R so far: it cannot be lost separately from the weights) and ``params`` (as
+    JSON: the changed-params guard works from the checkpoint alone).
 
     Under a multi-worker strategy every worker saves (saving is a collective operation),
     but only the chief writes into ``model_dir``; the others save into
@@ -70,41 +82,42 @@ class Run:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
+        self.best_score = tf.Variable(-math.inf, dtype=tf.float64, trainable=False,
+                                      name="best_score")
+        self.params_json = tf.Variable(_params_json(params), dtype=tf.string, trainable=False,
+                                       name="params")
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, step=self.step, epoch=self.epoch,
-            seconds=self.seconds)
-        self.managers = {
-            kind: tf.train.CheckpointManager(
-                self.checkpoint,
-                worker_checkpoint_dir(os.path.join(model_dir, folder), self.strategy),
+            seconds=self.seconds, best_score=self.best_score, params=self.params_json)
+        self.managers = {}
+        for kind, folder in CHECKPOINT_DIRS.items():
+            directory = worker_checkpoint_dir(os.path.join(model_dir, folder), self.strategy)
+            checkpoints.repair_state(directory)
+            self.managers[kind] = tf.train.CheckpointManager(
+                self.checkpoint, directory,
                 max_to_keep=params.keep_checkpoint_max if kind == "latest" else 1,
-                checkpoint_name="ckpt")
-            for kind, folder in CHECKPOINT_DIRS.items()}
+                checkpoint_name=checkpoints.PREFIX)
 
     def restore_latest(self):
-        """Restore the chief's latest checkpoint if there is one; returns its path or None."""
-        path = tf.train.latest_checkpoint(os.path.join(self.model_dir, CHECKPOINT_DIRS["latest"]))
+        """Restore the chief's newest readable checkpoint; returns its path or None.
+
+        Raises:
+            UserError: the folder holds checkpoints that cannot be read, or that were
+                trained with other params.
+        """
+        path = checkpoints.restore(
+            self.checkpoint, os.path.join(self.model_dir, CHECKPOINT_DIRS["latest"]))
         if path:
-            self.checkpoint.restore(path).expect_partial()
+            _check_same_params(json.loads(self.params_json.numpy().decode()), self.params,
+                               self.model_dir)
+            self.params_json.assign(_params_json(self.params))
         return path
 
     def save(self, kind):
         self.managers[kind].save(checkpoint_number=int(self.epoch.numpy()))
 
 
-def check_model_dir(params, model_dir):
-    """Refuse to resume a run whose saved params differ from ``params`` (other than resumable keys)."""
-    path = os.path.join(model_dir, RESOLVED_PARAMS_FILENAME)
-    has_checkpoint = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if not (os.path.exists(path) and has_checkpoint):
-        return
-    try:
-        with open(path) as f:
-            saved = json.load(f)["params"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(
-            f"{path} is unreadable but {model_dir} holds checkpoints; restore the file "
-            "or train in a new folder") from None
+def _check_same_params(saved, params, model_dir):
     current = params.to_dict()
     changed = sorted(k for k in set(saved) | set(current)
                      if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
@@ -113,6 +126,27 @@ def check_model_dir(params, model_dir):
         raise UserError(
             f"{model_dir} already holds a run trained with other params ({diffs}); "
             "copy params.json to a new folder for a new experiment, or undo the change to resume")
+
+
+def check_model_dir(params, model_dir):
+    """Refuse to resume a run trained with other params (other than resumable keys).
+
+    Checked before anything is written, against ``params_resolved.json``, whenever the
+    folder holds any checkpoint file (the checkpoint's own copy of the params is checked
+    again when it is restored).
+    """
+    if not any(checkpoints.checkpoint_files(os.path.join(model_dir, folder))
+               for folder in CHECKPOINT_DIRS.values()):
+        return
+    path = os.path.join(model_dir, RESOLVED_PARAMS_FILENAME)
+    record = files.read_json(path)
+    if record is None:
+        return  # the checkpoint's copy of the params decides (Run.restore_latest)
+    if not isinstance(record.get("params"), dict):
+        raise UserError(f"{path} holds no params but {model_dir} holds checkpoints; "
+                        "delete the damaged file (the checkpoints keep their own copy) or "
+                        "train in a new folder")
+    _check_same_params(record["params"], params, model_dir)
 
 
 def _format(results):
@@ -144,49 +178,108 @@ def _metrics_path(model_dir, kind):
     return os.path.join(model_dir, METRICS_FILES[kind])
 
 
+def check_writable(model_dir):
+    """Create ``model_dir`` if needed; refuse a path that is a file or a read-only folder."""
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise UserError(f"--model_dir {model_dir} is a file, not a folder; pass the experiment "
+                        "folder that holds params.json")
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create {model_dir} ({err.strerror}); choose a folder you can "
+                        "write to") from None
+    if not os.access(model_dir, os.W_OK | os.X_OK):
+        raise UserError(f"{model_dir} is read-only; make it writable (chmod u+w) or copy the "
+                        "experiment to a folder you can write to")
+
+
+def load_data(params, data_dir):
+    """The train and test splits, checked against ``params`` before anything trains.
+
+    Raises:
+        UserError: data the params cannot train on, labels outside [0, num_labels), or a
+            test set on which the verification threshold cannot be calibrated.
+    """
+    train = mnist_dataset.load_split(data_dir, "train")
+    test = mnist_dataset.load_split(data_dir, "test")
+    for split, (images, labels) in (("train", train), ("test", test)):
+        input_fn.check_shapes(images, labels, params, split,
+                              mnist_dataset.split_path(data_dir, split, "images"))
+        _check_label_range(labels, params, mnist_dataset.split_path(data_dir, split, "labels"))
+    input_fn.check_data(*train, params)
+    eval_labels = test[1][:params.eval_size]
+    try:
+        metrics.check_calibration(eval_labels, seed=params.seed)
+    except UserError as err:
+        raise UserError(f"{err}: the first eval_size = {min(params.eval_size, len(test[1]))} "
+                        "test images cannot calibrate the verification threshold; raise "
+                        "eval_size or use a test set with more classes") from None
+    return train, test
+
+
+def _check_label_range(labels, params, path):
+    if labels.size and (labels.min() < 0 or labels.max() >= params.num_labels):
+        bad = int(labels.max()) if labels.max() >= params.num_labels else int(labels.min())
+        raise UserError(f"{path}: label {bad} is outside [0, num_labels = {params.num_labels}); "
+                        f'set "num_labels": {int(labels.max()) + 1} in params.json, or fix the '
+                        "labels")
+
+
 def train_and_evaluate(params, model_dir, data_dir, strategy=None):
-    """Train ``params`` in ``model_dir``, resuming from its latest checkpoint.
+    """Train ``params`` in ``model_dir``, resuming from its newest readable checkpoint.
+
+    Only one process trains a model_dir at a time (an exclusive lock that a killed
+    process releases); a rerun completes whatever a crash left half-done.
 
     Returns:
-        The eval results of the last epoch (dict of floats), or those saved by a run
-        that had already finished.
+        The eval results of the last epoch (dict of floats).
     """
-    os.makedirs(model_dir, exist_ok=True)
-    check_model_dir(params, model_dir)
-    train_images, train_labels = mnist_dataset.load_split(data_dir, "train")
-    test_images, test_labels = mnist_dataset.load_split(data_dir, "test")
-    input_fn.check_data(train_images, train_labels, params)
-    input_fn.check_shapes(test_images, test_labels, params)
+    chief = is_chief(strategy or tf.distribute.get_strategy())
+    if chief:
+        check_writable(model_dir)
+    with files.exclusive_lock(model_dir) if chief else _no_lock():
+        check_model_dir(params, model_dir)
+        data = load_data(params, data_dir)
+        seed_everything(params.seed)
+        run = Run(params, model_dir, strategy)
+        restored = run.restore_latest()
+        if run.chief:
+            save_params(params, model_dir)
+        return _train(run, params, model_dir, data, restored)
 
-    seed_everything(params.seed)
-    run = Run(params, model_dir, strategy)
-    restored = run.restore_latest()
-    if run.epoch.numpy() >= params.num_epochs:
-        logging.info("%s already finished %d epochs (step %d); nothing to do. Raise "
-                     "num_epochs to train longer.", model_dir, int(run.epoch.numpy()),
-                     int(run.step.numpy()))
-        if run.chief and not export.has_export(model_dir):  # killed while exporting
-            _, embeddings = evaluation.evaluate(make_embed_step(run.model, params),
-                                                make_loss_step(params), params, test_images,
-                                                test_labels)
-            _export(run, params, model_dir, embeddings, test_labels)
-        return files.read_json(_metrics_path(model_dir, "last")) or {}
-    if run.chief:
-        save_params(params, model_dir)
-    if restored:
-        logging.info("Resuming from %s (epoch %d, step %d)", restored,
-                     int(run.epoch.numpy()), int(run.step.numpy()))
 
-    train_step = make_train_step(run.model, run.optimizer, params, run.strategy)
+class _no_lock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _train(run, params, model_dir, data, restored):
+    (train_images, train_labels), (test_images, test_labels) = data
     eval_steps = make_embed_step(run.model, params), make_loss_step(params)
     train_writer, eval_writer = (
         tf.summary.create_file_writer(os.path.join(model_dir, name)) if run.chief
         else tf.summary.create_noop_writer() for name in ("train", "eval"))
-    best = -math.inf
+    record = files.read_json(_metrics_path(model_dir, "last")) or {}
+    embeddings = None
     if restored:
-        best = (files.read_json(_metrics_path(model_dir, "best")) or {}).get(BEST_METRIC, best)
-
-    if not restored and run.chief:
+        logging.info("Resuming from %s (epoch %d, step %d)", restored,
+                     int(run.epoch.numpy()), int(run.step.numpy()))
+        if run.chief:
+            _migrate_best_score(run, model_dir)
+            if record.get("epoch") != int(run.epoch.numpy()):
+                # Killed after the epoch's checkpoint, before its record: the weights are
+                # those that were evaluated, so the record comes out the same.
+                record, embeddings = _evaluate_epoch(run, params, model_dir, eval_steps,
+                                                     data[1], eval_writer)
+                logging.info("epoch %d/%d step %d | eval %s | record completed after a "
+                             "restart", int(run.epoch.numpy()), params.num_epochs,
+                             record["step"], _format(_figures(record)))
+            if files.read_json(_metrics_path(model_dir, "best")) is None:
+                _rewrite_best_record(run, params, model_dir, eval_steps, data[1])
+    elif run.chief:
         _write_hparams(eval_writer, model_dir, params)
         results, _ = evaluation.evaluate(*eval_steps, params, test_images, test_labels)
         _write_scalars(eval_writer, results, 0)
@@ -194,8 +287,11 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
                                                                  **results})
         logging.info("Untrained network: %s", _format(results))
 
+    if run.epoch.numpy() >= params.num_epochs:
+        logging.info("%s already finished %d epochs (step %d). Raise num_epochs to train "
+                     "longer.", model_dir, int(run.epoch.numpy()), int(run.step.numpy()))
+    train_step = make_train_step(run.model, run.optimizer, params, run.strategy)
     steps = input_fn.steps_per_epoch(len(train_labels), params)
-    results = {}
     for epoch in range(int(run.epoch.numpy()), params.num_epochs):
         start = time.time()
         progress = _progress_bar(steps)
@@ -213,43 +309,101 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
                     tf.summary.image("train_image", images[:1])
             progress.update(done, [("loss", loss)])
         train_time = time.time() - start
-        results, embeddings = evaluation.evaluate(*eval_steps, params, test_images, test_labels)
         run.epoch.assign(epoch + 1)
+        record, embeddings = _evaluate_epoch(run, params, model_dir, eval_steps, data[1],
+                                             eval_writer, start)
+        train_writer.flush()
+        logging.info("epoch %d/%d step %d train_loss %.4f | eval %s | %.1fs (+%.1fs eval)",
+                     epoch + 1, params.num_epochs, step, loss_sum / max(done, 1),
+                     _format(_figures(record)), train_time, time.time() - start - train_time)
+    if run.chief:
+        _finish(run, params, model_dir, eval_steps, data[1], embeddings)
+    return _figures(files.read_json(_metrics_path(model_dir, "last")) or record)
+
+
+def _figures(record):
+    return {name: value for name, value in record.items()
+            if name not in ("epoch", "step", "train_minutes")}
+
+
+def _evaluate_epoch(run, params, model_dir, eval_steps, test, eval_writer, start=None):
+    """Evaluate the weights of the epoch just trained (or restored), save and record them.
+
+    The order makes every crash recoverable: "best" is saved before "latest" (a run
+    killed in between redoes the epoch, reaches the same figures by determinism and
+    finds the best already saved), and the JSON records come after the checkpoint that
+    they describe (a rerun completes a missing record, see :func:`_train`). Every worker
+    holds the same weights, hence the same results: all agree on saving.
+
+    Returns:
+        (record dict, the float32 test embeddings).
+    """
+    results, embeddings = evaluation.evaluate(*eval_steps, params, *test)
+    if start is not None:
         run.seconds.assign_add(time.time() - start)
-        record = {"epoch": epoch + 1, "step": step,
-                  "train_minutes": float(run.seconds.numpy()) / 60, **results}
-        # "best" is saved before "latest": a run killed in between redoes this epoch,
-        # reaches the same figures (determinism) and finds the best already saved.
-        # Every worker holds the same weights, hence the same results: all agree on it.
-        if results[BEST_METRIC] > best:
-            best = results[BEST_METRIC]
+    record = {"epoch": int(run.epoch.numpy()), "step": int(run.step.numpy()),
+              "train_minutes": float(run.seconds.numpy()) / 60, **results}
+    if start is not None:
+        if results[BEST_METRIC] > run.best_score.numpy():
+            run.best_score.assign(results[BEST_METRIC])
             run.save("best")
             if run.chief:
                 files.write_json(_metrics_path(model_dir, "best"), record)
         run.save("latest")
-        if run.chief:
-            files.write_json(_metrics_path(model_dir, "last"), record)
-        _write_scalars(eval_writer, results, step)
-        train_writer.flush()
-        eval_writer.flush()
-        logging.info("epoch %d/%d step %d train_loss %.4f | eval %s | %.1fs (+%.1fs eval)",
-                     epoch + 1, params.num_epochs, step, loss_sum / max(done, 1),
-                     _format(results), train_time, time.time() - start - train_time)
     if run.chief:
-        _export(run, params, model_dir, embeddings, test_labels)
-    return results
+        files.write_json(_metrics_path(model_dir, "last"), record)
+        _write_scalars(eval_writer, results, record["step"])
+        eval_writer.flush()
+    return record, embeddings
 
 
-def _export(run, params, model_dir, embeddings, test_labels):
-    """Export the final network and calibrate its same / different threshold."""
-    # The export must not depend on the strategy or precision the run was trained with.
-    model = build_plain_model(params)
-    model.set_weights(run.model.get_weights())
-    export.export_model(model, params, model_dir)
-    verification = evaluation.write_verification(
-        model_dir, embeddings, test_labels[:len(embeddings)], params)
-    logging.info("Exported the embedding network to %s; verification threshold %.4f, "
-                 "held-out accuracy %.4f", os.path.join(model_dir, export.EXPORT_DIR),
+def _migrate_best_score(run, model_dir):
+    """Checkpoints written before the best score was kept in them start at -inf: take it
+    from metrics_eval_best.json then."""
+    if math.isinf(run.best_score.numpy()):
+        best = files.read_json(_metrics_path(model_dir, "best")) or {}
+        if isinstance(best.get(BEST_METRIC), (int, float)):
+            run.best_score.assign(best[BEST_METRIC])
+
+
+def _rewrite_best_record(run, params, model_dir, eval_steps, test):
+    """Recompute a missing or damaged metrics_eval_best.json from the best checkpoint."""
+    best_run = tf.train.Checkpoint(model=build_plain_model(params), epoch=tf.Variable(
+        0, dtype=tf.int64), step=tf.Variable(0, dtype=tf.int64),
+        seconds=tf.Variable(0.0, dtype=tf.float64))
+    path = checkpoints.restore(best_run, os.path.join(model_dir, CHECKPOINT_DIRS["best"]))
+    if path is None:
+        return
+    results, _ = evaluation.evaluate(make_embed_step(best_run.model, params), eval_steps[1],
+                                     params, *test)
+    files.write_json(_metrics_path(model_dir, "best"), {
+        "epoch": int(best_run.epoch.numpy()), "step": int(best_run.step.numpy()),
+        "train_minutes": float(best_run.seconds.numpy()) / 60, **results})
+    logging.info("Rewrote %s from %s", METRICS_FILES["best"], path)
+
+
+def _finish(run, params, model_dir, eval_steps, test, embeddings):
+    """Export the final network and calibrate its threshold, unless both already belong
+    to this epoch (a rerun repairs an export or verification.json that is missing,
+    partial or from an earlier epoch)."""
+    epoch = int(run.epoch.numpy())
+    exported = export.exported_epoch(model_dir) == epoch
+    verification = files.read_json(os.path.join(model_dir, evaluation.VERIFICATION_FILE))
+    calibrated = verification is not None and verification.get("epoch") == epoch
+    if exported and calibrated:
+        return
+    if not exported:
+        # The export must not depend on the strategy or precision the run was trained with.
+        model = build_plain_model(params)
+        model.set_weights(run.model.get_weights())
+        export.export_model(model, params, model_dir, epoch)
+    if not calibrated:
+        if embeddings is None:
+            _, embeddings = evaluation.evaluate(*eval_steps, params, *test)
+        verification = evaluation.write_verification(
+            model_dir, embeddings, test[1][:len(embeddings)], params, epoch)
+    logging.info("Exported the embedding network of epoch %d to %s; verification threshold "
+                 "%.4f, held-out accuracy %.4f", epoch, os.path.join(model_dir, export.EXPORT_DIR),
                  verification["threshold"], verification["held_out_accuracy"])
 
 

@@ -85,8 +85,8 @@ def test_mirrored_training_resumes_like_an_uninterrupted_run(tmp_path, tiny_data
     results = training.train_and_evaluate(params, resumed, tiny_data_dir, mirrored_strategy)
     last = json.load(open(os.path.join(resumed, "metrics_eval_last.json")))
     assert last["epoch"] == 2 and results["map_at_r"] == last["map_at_r"]
-    for a, b in zip(evaluation.restore_model(straight, params).get_weights(),
-                    evaluation.restore_model(resumed, params).get_weights()):
+    for a, b in zip(evaluation.restore_model(straight, params)[0].get_weights(),
+                    evaluation.restore_model(resumed, params)[0].get_weights()):
         np.testing.assert_array_equal(a, b)
 
 
@@ -118,7 +118,7 @@ def test_multi_worker_training_gives_identical_weights(tmp_path, tiny_data_dir):
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
     params = Params().replace(**TINY, num_epochs=1)
-    chief = evaluation.restore_model(str(model_dir), params).get_weights()
+    chief = evaluation.restore_model(str(model_dir), params)[0].get_weights()
     scratch = model_dir / ".scratch" / "worker_1" / "checkpoints"
     other = build_model(params)
     tf.train.Checkpoint(model=other).restore(tf.train.latest_checkpoint(str(scratch))

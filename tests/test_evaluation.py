@@ -55,9 +55,9 @@ def test_verification_file_round_trip_and_missing(tmp_path):
     labels = np.repeat(np.arange(4), 25)
     embeddings = (labels[:, None] * 3.0 + rng.normal(size=(100, 2))).astype(np.float32)
     record = evaluation.write_verification(str(tmp_path), embeddings, labels,
-                                           tiny_params(seed=1))
+                                           tiny_params(seed=1), epoch=3)
     assert evaluation.read_verification(str(tmp_path)) == record
-    assert record["held_out_accuracy"] > 0.9
+    assert record["held_out_accuracy"] > 0.9 and record["epoch"] == 3
     with pytest.raises(UserError, match="no calibrated threshold"):
         evaluation.read_verification(str(tmp_path / "elsewhere"))
 

@@ -18,7 +18,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_export_embeds_uint8_and_float_like_the_model(trained_run):
     model_dir, _ = trained_run
     params = load_params(model_dir)
-    model = evaluation.restore_model(model_dir, params)
+    model, _ = evaluation.restore_model(model_dir, params)
     module = export.load_exported(model_dir)
     images = np.random.default_rng(1).integers(0, 256, (5, 28, 28)).astype(np.uint8)
     expected = evaluation.embed_images(model, images, params)

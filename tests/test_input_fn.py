@@ -182,8 +182,11 @@ def test_check_data_shapes(shape, label_count, changes, match):
     with pytest.raises(UserError, match=match) as info:
         input_fn.check_data(images, labels, params(**changes))
     assert "\n" not in str(info.value)
-    with pytest.raises(UserError, match=match):
+    # The test split is named, and told to match the train images (checked first).
+    with pytest.raises(UserError, match="^the test images") as info:
         input_fn.test_dataset(images, labels, params(**changes))
+    if "image_size is 6" in match:
+        assert str(info.value).endswith("resize them to 6 x 6, the size of the train images")
 
 
 def test_check_data_balanced_impossibilities():

@@ -39,7 +39,7 @@ def event_tags(folder):
 
 
 def weights_of(model_dir, checkpoint="latest"):
-    model = evaluation.restore_model(model_dir, tiny_params(), checkpoint)
+    model, _ = evaluation.restore_model(model_dir, tiny_params(), checkpoint)
     return [w.numpy() for w in model.weights]
 
 

@@ -1,0 +1,110 @@
+"""Finding and restoring a run's checkpoints, whatever a crash or a damaged file left.
+
+``tf.train.latest_checkpoint`` trusts the folder's ``checkpoint`` state file: a missing
+or garbled state file makes a folder full of checkpoints look empty (a rerun would then
+silently start from scratch), and a damaged newest checkpoint fails with a raw
+TensorFlow error although the previous one is intact. Here the checkpoints are found
+from the files themselves (``ckpt-N.index``), checked by reading every tensor (each is
+checksummed), and the newest one that reads is used, with one line saying which were
+skipped and why.
+"""
+
+import logging
+import os
+import re
+
+import tensorflow as tf
+
+from model.errors import UserError
+
+CHECKPOINT_DIRS = {"latest": "checkpoints", "best": "best"}
+PREFIX = "ckpt"
+STATE_FILE = "checkpoint"
+_NUMBERED = re.compile(rf"^{PREFIX}-(\d+)\.")
+# Restores retried when a checkpoint disappears while it is read (a trainer pruning old
+# checkpoints under a reader).
+_ATTEMPTS = 5
+
+
+def checkpoint_files(folder):
+    """Names of the checkpoint files (``ckpt-N.*``) in ``folder``; [] if it does not exist."""
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(name for name in names if _NUMBERED.match(name))
+
+
+def candidates(folder):
+    """Prefixes of the checkpoints in ``folder`` that have an index file, newest first."""
+    numbers = {int(_NUMBERED.match(name).group(1)) for name in checkpoint_files(folder)
+               if name.endswith(".index")}
+    return [os.path.join(folder, f"{PREFIX}-{number}") for number in sorted(numbers, reverse=True)]
+
+
+def damage(prefix):
+    """Why the checkpoint at ``prefix`` cannot be read (None when every tensor reads back)."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for key in reader.get_variable_to_dtype_map():
+            reader.get_tensor(key)
+    except (tf.errors.OpError, ValueError, OSError) as err:
+        return " ".join(str(getattr(err, "message", err)).split())[:200]
+    return None
+
+
+def repair_state(folder):
+    """Rewrite ``folder/checkpoint`` from the checkpoints present when it is missing,
+    unreadable or names a checkpoint that is not there (CheckpointManager reads it to
+    know which old checkpoints to delete; a bad one would make it forget them)."""
+    found = candidates(folder)
+    if not found:
+        return
+    state = None
+    try:
+        state = tf.train.get_checkpoint_state(folder)
+    except (tf.errors.OpError, ValueError):
+        pass
+    listed = list(state.all_model_checkpoint_paths) if state else []
+    if state and state.model_checkpoint_path and all(
+            os.path.exists(path + ".index") for path in listed):
+        return
+    tf.compat.v1.train.update_checkpoint_state(
+        folder, found[0], all_model_checkpoint_paths=list(reversed(found)))
+
+
+def restore(checkpoint, folder):
+    """Restore ``checkpoint`` (a ``tf.train.Checkpoint``) from the newest readable
+    checkpoint in ``folder``.
+
+    Returns:
+        the prefix restored, or None when ``folder`` holds no checkpoint file at all.
+
+    Raises:
+        UserError: when the folder holds checkpoint files but none of them reads.
+    """
+    for _ in range(_ATTEMPTS):
+        skipped = []
+        for prefix in candidates(folder):
+            reason = damage(prefix)
+            if reason is None:
+                try:
+                    checkpoint.restore(prefix).expect_partial()
+                except tf.errors.NotFoundError:  # deleted between the check and the read
+                    break
+                if skipped:
+                    logging.warning("Skipped %s; restored %s instead",
+                                    "; ".join(f"{path} ({why})" for path, why in skipped),
+                                    prefix)
+                return prefix
+            if os.path.exists(prefix + ".index"):
+                skipped.append((prefix, reason))
+        else:
+            break
+    if checkpoint_files(folder):
+        details = "; ".join(f"{os.path.basename(path)}: {why}" for path, why in skipped)
+        raise UserError(
+            f"{folder} holds checkpoint files but none of them can be read "
+            f"({details or 'no index file'}); restore them from a backup, or move the folder "
+            "away to start over")
+    return None
