@@ -8,7 +8,6 @@ again resumes from the latest checkpoint; a finished run exits without training.
 """
 
 import argparse
-import logging
 import os
 import sys
 
@@ -27,17 +26,22 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     cli.import_tensorflow()
+    from model import files, training
     from model.distribute import is_chief, make_strategy
     from model.params import load_params
-    from model.training import train_and_evaluate
 
     params = load_params(args.model_dir)
     # The strategy comes first: a multi-worker strategy must exist before any other TF op.
     strategy = make_strategy(params)
-    cli.set_logger(os.path.join(args.model_dir, "train.log") if is_chief(strategy) else None)
-    logging.info("Training %s (%s, margin %s) on %s", args.model_dir,
-                 params.triplet_strategy, params.margin, args.data_dir)
-    train_and_evaluate(params, args.model_dir, args.data_dir, strategy)
+    if not is_chief(strategy):
+        cli.set_logger()
+        training.train_and_evaluate(params, args.model_dir, args.data_dir, strategy)
+        return 0
+    training.check_writable(args.model_dir)
+    # Locked before the log is opened: a refused second process writes nothing there.
+    with files.exclusive_lock(args.model_dir):
+        cli.set_logger(os.path.join(args.model_dir, "train.log"))
+        training.train_and_evaluate(params, args.model_dir, args.data_dir, strategy)
     return 0
 
 

@@ -6,6 +6,7 @@ Each script (``train.py``, ``evaluate.py``, ...) parses its arguments, then call
 :class:`~model.errors.UserError` into one line on stderr and exit status 2.
 """
 
+import errno
 import logging
 import os
 import re
@@ -86,7 +87,8 @@ def set_logger(log_path=None, level=logging.INFO):
     console.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(console)
     if log_path:
-        file_handler = logging.FileHandler(log_path)
+        # delay: the file appears with its first line, not when a run is refused.
+        file_handler = logging.FileHandler(log_path, delay=True)
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(file_handler)
     return logger
@@ -102,6 +104,22 @@ def run_cli(main, argv=None):
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        print(f"error: {err.strerror} ({err.filename or 'writing a file'}); free some space or "
+              "fix the permissions, then run the same command again: completed epochs are "
+              "kept", file=sys.stderr)
+        return 2
+    except Exception as err:
+        # TensorFlow reports a full disk as ResourceExhaustedError, like out of memory.
+        if type(err).__name__ != "ResourceExhaustedError":
+            raise
+        message = " ".join(str(getattr(err, "message", err)).split())[:200]
+        print(f"error: out of disk space or memory ({message}); free some, or lower "
+              "batch_size, then run the same command again: completed epochs are kept",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
         return 130
@@ -116,6 +134,9 @@ def read_image(path, image_size, resize=False):
     """
     import tensorflow as tf
 
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder, not an image; pass image files (PNG, JPEG, GIF "
+                        "or BMP)")
     try:
         data = tf.io.read_file(path)
         image = tf.io.decode_image(data, expand_animations=False)

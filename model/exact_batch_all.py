@@ -12,13 +12,16 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from model import params
+
 # A triplet counts as "positive" (and in the batch-all denominator) above this loss.
 POSITIVE_LOSS = 1e-16
 # TF's searchsorted kernel runs on one thread: searches are split into this many
 # independent ops so that the inter-op thread pool spreads them.
 _SEARCH_CHUNKS = max(1, min(os.cpu_count() or 1, 8))
-# The largest batch whose B x B indices fit in int32 (batch-all indexes flat tensors).
-MAX_BATCH = 46340
+# The largest batch whose B x B indices fit in int32 (batch-all indexes flat tensors);
+# params.json's batch_size is bounded by it too.
+MAX_BATCH = params.MAX_BATCH
 # Elements of one [chunk, P, N] block in the soft-margin loop (4 MiB per float32
 # temporary: small enough to stay in cache, big enough that the per-iteration
 # overhead is negligible).
@@ -48,7 +51,9 @@ def class_members(labels):
     offsets = tf.range(width)[None, :]
     anchors = tf.range(batch)[:, None]
     columns = tf.gather(order, tf.minimum(first[:, None] + offsets, end[:, None] - 1))
-    is_positive = (offsets < class_sizes[:, None]) & (columns != anchors)
+    # tf.not_equal, not `!=`: in TF1 graph mode `!=` on tensors compares the Python
+    # objects and gives True, which made every anchor its own positive.
+    is_positive = tf.logical_and(offsets < class_sizes[:, None], tf.not_equal(columns, anchors))
     return tf.where(is_positive, columns, anchors), is_positive, class_sizes
 
 
@@ -144,7 +149,9 @@ def soft_margin_triplet_sum(distances, positive, negative):
 
 def _pack_front(values, mask, fill):
     """[B, K]: each row's masked values first, then ``fill``; K = the largest row count."""
-    width = tf.reduce_max(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1))
+    # At least 1: XLA crashes (SIGFPE) slicing a zero-width operand in the loop, and a
+    # column of fill values adds exactly 0 to the sums and their slopes.
+    width = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)), 1)
     order = tf.argsort(tf.cast(mask, tf.int32), axis=1, direction="DESCENDING", stable=True)
     return tf.gather(tf.where(mask, values, fill), order[:, :width], batch_dims=1)
 

@@ -13,7 +13,7 @@ import tempfile
 
 import tensorflow as tf
 
-from model import files
+from model import files, test_hooks
 from model.errors import UserError
 
 EXPORT_DIR = "export"
@@ -61,6 +61,7 @@ def export_model(model, params, model_dir, epoch):
         shutil.rmtree(leftover, ignore_errors=True)
     staging = tempfile.mkdtemp(prefix=EXPORT_DIR + ".new-", dir=model_dir)
     tf.saved_model.save(module, staging, signatures=signatures)
+    test_hooks.reached("export_staged")
     files.write_json(os.path.join(staging, SOURCE_FILE), {"epoch": epoch})
     if os.path.exists(path):
         retired = tempfile.mkdtemp(prefix=EXPORT_DIR + ".old-", dir=model_dir)

@@ -6,22 +6,28 @@ killed half-way, sees the old content or the new one, never a truncated file.
 """
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
 
+from model import test_hooks
 from model.errors import UserError
 
 
 def write_text(path, text):
     """Write ``text`` to ``path`` atomically (temp file in the same folder, then rename)."""
     folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    prefix = f".{os.path.basename(path)}."
+    for leftover in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*.tmp")):
+        os.remove(leftover)  # of a write killed before its rename
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        test_hooks.reached(f"before_replace:{os.path.basename(path)}")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -45,6 +51,8 @@ def read_json(path):
 
 
 LOCK_FILE = ".lock"
+# Folders whose lock this process holds, with how many blocks hold it (re-entrant).
+_HELD = {}
 
 
 @contextlib.contextmanager
@@ -53,13 +61,22 @@ def exclusive_lock(folder, what="train.py"):
 
     ``fcntl.flock`` on ``folder/.lock``: the operating system releases it when the
     process ends, however it ends (a SIGKILL cannot leave a stale lock), and the file
-    holds the holder's PID so that a second process can name it.
+    holds the holder's PID so that a second process can name it. Re-entrant within a
+    process (``train.py`` holds it around its logging, the training loop again).
 
     Raises:
         UserError: another process holds the lock.
     """
     import fcntl
 
+    key = os.path.realpath(folder)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     path = os.path.join(folder, LOCK_FILE)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -71,6 +88,11 @@ def exclusive_lock(folder, what="train.py"):
                             "to finish or stop it, then run again") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        test_hooks.reached("locked")
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            del _HELD[key]
     finally:
         os.close(fd)

@@ -28,6 +28,8 @@ DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 DISTANCES = ("L2", "squared-L2", "angular")
 PARAMS_FILENAME = "params.json"
 RESOLVED_PARAMS_FILENAME = "params_resolved.json"
+# The largest batch the exact batch-all indexes with int32 (B * B < 2^31).
+MAX_BATCH = 46340
 
 
 def _key(default, help, *, at_least=None, above=None, at_most=None, choices=None):
@@ -45,16 +47,16 @@ class Params:
     # Optimisation.
     learning_rate: float = _key(1e-3, "Adam's learning rate (default betas)", above=0.0)
     batch_size: int = _key(64, "training batch size (the global batch under a strategy)",
-                           at_least=1)
+                           at_least=1, at_most=MAX_BATCH)
     num_epochs: int = _key(20, "epochs to train; raise it and run again to train longer",
-                           at_least=1)
+                           at_least=1, at_most=10**6)
     # Network.
     num_channels: int = _key(32, "filters of the first conv block (the second has twice as "
-                                 "many)", at_least=1)
+                                 "many)", at_least=1, at_most=4096)
     use_batch_norm: bool = _key(False, "batch norm after each conv")
     bn_momentum: float = _key(0.9, "batch-norm moving-average momentum", at_least=0.0,
                               at_most=1.0)
-    embedding_size: int = _key(64, "size of the embedding", at_least=1)
+    embedding_size: int = _key(64, "size of the embedding", at_least=1, at_most=65536)
     l2_normalize: bool = _key(False, "project the embeddings onto the unit sphere")
     # Loss.
     triplet_strategy: str = _key("batch_all", "how triplets are mined in a batch",
@@ -65,22 +67,26 @@ class Params:
                                          "with squared", choices=DISTANCES)
     soft_margin: bool = _key(False, "softplus(d(a,p) - d(a,n)) instead of the hinge")
     # Data.
-    image_size: int = _key(28, "image height and width; must match the data", at_least=1)
+    image_size: int = _key(28, "image height and width; must match the data", at_least=1,
+                           at_most=4096)
     num_labels: int = _key(10, "number of classes", at_least=2)
-    train_size: int = _key(50000, "shuffle buffer of the training set", at_least=1)
-    eval_size: int = _key(10000, "evaluate on the first eval_size test images", at_least=1)
+    train_size: int = _key(50000, "shuffle buffer of the training set", at_least=1,
+                           at_most=2**31 - 1)
+    eval_size: int = _key(10000, "evaluate on the first eval_size test images", at_least=1,
+                          at_most=2**31 - 1)
     num_parallel_calls: int = _key(4, "parallel batch-decoding calls of the input pipeline",
-                                   at_least=1)
+                                   at_least=1, at_most=1024)
     num_classes_per_batch: Optional[int] = _key(None, "P of balanced P x K batches",
-                                                at_least=2)
+                                                at_least=2, at_most=MAX_BATCH)
     num_images_per_class: Optional[int] = _key(None, "K of balanced P x K batches",
-                                               at_least=2)
+                                               at_least=2, at_most=MAX_BATCH)
     # Run.
     seed: int = _key(230, "seeds everything: weights, data order, every epoch's shuffle",
                      at_least=0, at_most=2**31 - 1)
     save_summary_steps: int = _key(50, "write training summaries every this many steps",
                                    at_least=1)
-    keep_checkpoint_max: int = _key(5, "epoch checkpoints kept in checkpoints/", at_least=1)
+    keep_checkpoint_max: int = _key(5, "epoch checkpoints kept in checkpoints/", at_least=1,
+                                    at_most=1000)
     distribution: str = _key("none", "tf.distribute strategy", choices=DISTRIBUTIONS)
     mixed_precision: bool = _key(False, "mixed_float16 on GPU, mixed_bfloat16 on CPU")
 

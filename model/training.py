@@ -27,7 +27,8 @@ import time
 import keras
 import tensorflow as tf
 
-from model import checkpoints, evaluation, export, files, input_fn, metrics, mnist_dataset
+from model import (checkpoints, evaluation, export, files, input_fn, metrics, mnist_dataset,
+                   test_hooks)
 from model.checkpoints import CHECKPOINT_DIRS
 from model.distribute import is_chief, worker_checkpoint_dir
 from model.errors import UserError
@@ -240,6 +241,8 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
     with files.exclusive_lock(model_dir) if chief else _no_lock():
         check_model_dir(params, model_dir)
         data = load_data(params, data_dir)
+        logging.info("Training %s (%s, margin %s) on %s", model_dir, params.triplet_strategy,
+                     params.margin, data_dir)
         seed_everything(params.seed)
         run = Run(params, model_dir, strategy)
         restored = run.restore_latest()
@@ -350,6 +353,7 @@ def _evaluate_epoch(run, params, model_dir, eval_steps, test, eval_writer, start
             if run.chief:
                 files.write_json(_metrics_path(model_dir, "best"), record)
         run.save("latest")
+        test_hooks.reached("after_checkpoint")
     if run.chief:
         files.write_json(_metrics_path(model_dir, "last"), record)
         _write_scalars(eval_writer, results, record["step"])
@@ -397,6 +401,7 @@ def _finish(run, params, model_dir, eval_steps, test, embeddings):
         model = build_plain_model(params)
         model.set_weights(run.model.get_weights())
         export.export_model(model, params, model_dir, epoch)
+        test_hooks.reached("after_export")
     if not calibrated:
         if embeddings is None:
             _, embeddings = evaluation.evaluate(*eval_steps, params, *test)

@@ -290,9 +290,12 @@ def _prepare(labels, embeddings, squared, distance):
                 f"labels hold {batch_labels} entries but embeddings {batch_embeddings} rows; "
                 "pass one label per embedding")
     else:
-        tf.debugging.assert_equal(
+        # The distances wait for the check: in TF1 graph mode an unused assertion never runs.
+        check = tf.debugging.assert_equal(
             tf.shape(labels)[0], tf.shape(distances)[0],
             message="labels and embeddings must have the same batch size")
+        with tf.control_dependencies([check] if check is not None else []):
+            distances = tf.identity(distances)
     return labels, distances, tf.reduce_all(tf.math.is_finite(distances))
 
 

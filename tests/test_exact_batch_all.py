@@ -43,3 +43,22 @@ def test_soft_margin_chunks_give_the_same_result(monkeypatch):
     for got in (whole, chunked):
         np.testing.assert_allclose(got[0], naive[0], rtol=1e-6)
         np.testing.assert_allclose(got[1], naive[1], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("labels", [[0] * 6, list(range(6)), [0, 0, 1, 1, 2, 2]],
+                         ids=["one class", "all distinct", "pairs"])
+def test_soft_margin_under_xla_matches_eager(labels):
+    # A batch without positives or negatives packs a zero-width block, which XLA's
+    # dynamic slice in the chunk loop used to crash on (SIGFPE).
+    embeddings = tf.constant(np.random.default_rng(3).normal(size=(6, 4)).astype(np.float32))
+
+    def loss_and_gradient(embeddings):
+        with tf.GradientTape() as tape:
+            tape.watch(embeddings)
+            loss, fraction = tl.batch_all_triplet_loss(labels, embeddings, 0.5, soft_margin=True)
+        return loss, fraction, tape.gradient(loss, embeddings)
+
+    eager = loss_and_gradient(embeddings)
+    compiled = tf.function(loss_and_gradient, jit_compile=True)(embeddings)
+    for want, got in zip(eager, compiled):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)

@@ -469,3 +469,45 @@ def test_label_shape_only_known_at_run_time_is_checked_in_the_graph():
 def test_bad_embeddings_raise_value_error(embeddings, match):
     with pytest.raises(ValueError, match=match):
         tl.batch_all_triplet_loss(np.zeros(4, np.int64), embeddings, 0.5)
+
+
+# ---------------------------------------------------------------- TF1 graph mode
+
+
+def report_batch():
+    rng = np.random.RandomState(177)
+    embeddings = rng.rand(10, 6).astype(np.float32)
+    return rng.randint(0, 5, size=10), embeddings
+
+
+@pytest.mark.parametrize("distance", [None, "squared-L2", "angular"])
+@pytest.mark.parametrize("name", ["batch_all", "batch_all_soft", "batch_hard", "batch_semihard"])
+def test_tf1_graph_session_equals_eager(name, distance):
+    """People migrating from the TF1 original run the losses in a v1 graph + Session."""
+    labels, embeddings = report_batch()
+    loss_fn = {
+        "batch_all": lambda l, e: tl.batch_all_triplet_loss(l, e, 0.2, distance=distance),
+        "batch_all_soft": lambda l, e: tl.batch_all_triplet_loss(l, e, 0.2, soft_margin=True,
+                                                                 distance=distance),
+        "batch_hard": lambda l, e: tl.batch_hard_triplet_loss(l, e, 0.2, distance=distance),
+        "batch_semihard": lambda l, e: (tl.batch_semihard_triplet_loss(l, e, 0.2,
+                                                                       distance=distance),),
+    }[name]
+    eager_embeddings = tf.constant(embeddings)
+    with tf.GradientTape() as tape:
+        tape.watch(eager_embeddings)
+        eager = loss_fn(labels, eager_embeddings)
+    eager_gradient = tape.gradient(eager[0], eager_embeddings).numpy()
+    with tf.Graph().as_default():
+        label_input = tf.compat.v1.placeholder(tf.int64, [None])
+        embedding_input = tf.compat.v1.placeholder(tf.float32, [None, 6])
+        graph = loss_fn(label_input, embedding_input)
+        gradient = tf.gradients(graph[0], embedding_input)[0]
+        with tf.compat.v1.Session() as session:
+            values, graph_gradient = session.run(
+                (graph, gradient), {label_input: labels, embedding_input: embeddings})
+    for got, want in zip(values, eager):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(graph_gradient, eager_gradient, rtol=1e-4, atol=1e-6)
+    if name == "batch_all" and distance == "squared-L2":
+        np.testing.assert_allclose(values, [0.53471, 0.66379], atol=1e-5)

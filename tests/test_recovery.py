@@ -1,0 +1,387 @@
+"""What survives what: crashes at exact points, damaged files, a second process, bad input.
+
+Each test kills a real ``train.py`` subprocess at a named point (``TRIPLET_LOSS_TEST_HOOK``,
+model/test_hooks.py) or damages the files of a finished tiny run, then checks that the
+same command completes the run as if nothing had happened (README, "What survives
+what").
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from model import checkpoints, evaluation, export, files, training
+from model.errors import UserError
+from model.params import Params
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(batch_size=32, num_epochs=2, num_channels=4, embedding_size=8, train_size=240,
+            eval_size=100, save_summary_steps=2)
+
+
+def tiny_params(**changes):
+    return Params().replace(**{**TINY, **changes})
+
+
+def make_run(tmp_path, name="run", **changes):
+    model_dir = tmp_path / name
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text(json.dumps({**TINY, **changes}))
+    return model_dir
+
+
+def train_cli(model_dir, data_dir, hook=None, **popen):
+    env = dict(os.environ)
+    env.pop("TRIPLET_LOSS_TEST_HOOK", None)
+    if hook:
+        env["TRIPLET_LOSS_TEST_HOOK"] = hook
+    command = [sys.executable, "train.py", "--model_dir", str(model_dir), "--data_dir", data_dir]
+    if popen:
+        return subprocess.Popen(command, cwd=REPO, env=env, text=True, **popen)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def set_epochs(model_dir, num_epochs):
+    values = json.loads((model_dir / "params.json").read_text())
+    (model_dir / "params.json").write_text(json.dumps({**values, "num_epochs": num_epochs}))
+
+
+def weights(model_dir):
+    model, _ = evaluation.restore_model(str(model_dir), tiny_params())
+    return model.get_weights()
+
+
+def record(model_dir, kind="last"):
+    values = json.loads((model_dir / f"metrics_eval_{kind}.json").read_text())
+    values.pop("train_minutes")
+    return values
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """(model_dir, data_dir) of a 2-epoch run finished uninterrupted (do not modify)."""
+    from conftest import write_dataset
+
+    root = tmp_path_factory.mktemp("finished")
+    data_dir = write_dataset(root / "data")
+    model_dir = make_run(root)
+    training.train_and_evaluate(tiny_params(), str(model_dir), data_dir)
+    return model_dir, data_dir
+
+
+def copy_run(finished, tmp_path):
+    model_dir = tmp_path / "copy"
+    shutil.copytree(finished[0], model_dir)
+    return model_dir
+
+
+# ---------------------------------------------------------------- kills at exact points
+
+def test_killed_while_exporting_a_longer_run_replaces_the_stale_export(finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path)
+    set_epochs(model_dir, 3)
+    killed = train_cli(model_dir, finished[1], hook="export_staged:kill")
+    assert killed.returncode == -signal.SIGKILL
+    assert export.exported_epoch(str(model_dir)) == 2  # the old export, intact
+
+    rerun = train_cli(model_dir, finished[1])
+    assert rerun.returncode == 0, rerun.stderr
+    assert export.exported_epoch(str(model_dir)) == 3
+    assert json.loads((model_dir / "verification.json").read_text())["epoch"] == 3
+    assert not [name for name in os.listdir(model_dir) if name.startswith("export.")]
+    module = export.load_exported(str(model_dir))
+    model, _ = evaluation.restore_model(str(model_dir), tiny_params())
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28)).astype(np.uint8)
+    np.testing.assert_allclose(module.embed(images).numpy(),
+                               evaluation.embed_images(model, images, tiny_params()), atol=1e-5)
+
+
+def test_killed_before_calibration_the_rerun_writes_verification(tmp_path, tiny_data_dir):
+    model_dir = make_run(tmp_path, num_epochs=1)
+    killed = train_cli(model_dir, tiny_data_dir, hook="after_export:kill")
+    assert killed.returncode == -signal.SIGKILL
+    assert export.exported_epoch(str(model_dir)) == 1
+    assert not (model_dir / "verification.json").exists()
+    rerun = train_cli(model_dir, tiny_data_dir)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads((model_dir / "verification.json").read_text())["epoch"] == 1
+
+
+def test_killed_after_the_last_checkpoint_the_rerun_completes_the_epoch_record(
+        finished, tmp_path):
+    model_dir = make_run(tmp_path)
+    killed = train_cli(model_dir, finished[1], hook="after_checkpoint:kill")
+    assert killed.returncode == -signal.SIGKILL
+    assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-1")
+    assert not (model_dir / "metrics_eval_last.json").exists()
+    # Resumed, killed again after the final epoch's checkpoint: its record is missing.
+    set_epochs(model_dir, 2)
+    env_hook = "after_checkpoint:kill"
+    rerun = train_cli(model_dir, finished[1])  # completes epoch 1's record, trains epoch 2
+    assert rerun.returncode == 0, rerun.stderr
+    assert "record completed after a restart" in (model_dir / "train.log").read_text()
+    assert record(model_dir) == record(finished[0])
+    assert record(model_dir, "best") == record(finished[0], "best")
+    for a, b in zip(weights(model_dir), weights(finished[0])):
+        np.testing.assert_array_equal(a, b)
+    assert env_hook  # the same point was hit at the final epoch's checkpoint below
+
+    final = make_run(tmp_path, "final", num_epochs=1)
+    assert train_cli(final, finished[1], hook="after_checkpoint:kill").returncode == -9
+    assert train_cli(final, finished[1]).returncode == 0
+    last = json.loads((final / "metrics_eval_last.json").read_text())
+    assert last["epoch"] == 1 and export.exported_epoch(str(final)) == 1
+    log = (final / "train.log").read_text()
+    assert "epoch 1/1" in log and "record completed after a restart" in log
+
+
+def test_killed_while_replacing_params_resolved_the_old_file_stays(finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path)
+    before = (model_dir / "params_resolved.json").read_text()
+    mtime = os.path.getmtime(model_dir / "params_resolved.json")
+    assert train_cli(model_dir, finished[1]).returncode == 0  # finished: unchanged file
+    assert os.path.getmtime(model_dir / "params_resolved.json") == mtime
+    set_epochs(model_dir, 3)
+    killed = train_cli(model_dir, finished[1], hook="before_replace:params_resolved.json:kill")
+    assert killed.returncode == -signal.SIGKILL
+    assert (model_dir / "params_resolved.json").read_text() == before
+    rerun = train_cli(model_dir, finished[1])
+    assert rerun.returncode == 0, rerun.stderr
+    saved = json.loads((model_dir / "params_resolved.json").read_text())
+    assert saved["params"]["num_epochs"] == 3
+    assert not [name for name in os.listdir(model_dir) if name.endswith(".tmp")]
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+
+def truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def zero(path):
+    with open(path, "r+b") as f:
+        f.write(bytes(os.path.getsize(path)))
+
+
+def flip(path):
+    data = bytearray(open(path, "rb").read())
+    for i in range(len(data) // 3, len(data), max(1, len(data) // 50)):
+        data[i] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+
+
+NEWEST = os.path.join("checkpoints", "ckpt-2")
+DAMAGES = {
+    "data truncated": lambda d: truncate(d / (NEWEST + ".data-00000-of-00001")),
+    "data zeroed": lambda d: zero(d / (NEWEST + ".data-00000-of-00001")),
+    "data bytes flipped": lambda d: flip(d / (NEWEST + ".data-00000-of-00001")),
+    "index truncated": lambda d: truncate(d / (NEWEST + ".index")),
+    "index missing": lambda d: os.remove(d / (NEWEST + ".index")),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_a_damaged_newest_checkpoint_falls_back_and_retrains_the_same(
+        finished, tmp_path, caplog, damage):
+    model_dir = copy_run(finished, tmp_path)
+    DAMAGES[damage](model_dir)
+    # Readers fall back too, saying so, without a traceback.
+    results = evaluation.evaluate_checkpoint(tiny_params(), str(model_dir), finished[1])
+    evaluated = json.loads((model_dir / "metrics_eval.json").read_text())["checkpoint"]
+    assert evaluated.endswith("ckpt-1") and np.isfinite(results["map_at_r"])
+    if damage != "index missing":
+        assert any("Skipped" in r.getMessage() and "ckpt-2" in r.getMessage()
+                   for r in caplog.records)
+    training.train_and_evaluate(tiny_params(), str(model_dir), finished[1])
+    for a, b in zip(weights(model_dir), weights(finished[0])):
+        np.testing.assert_array_equal(a, b)
+    assert record(model_dir) == record(finished[0])
+
+
+@pytest.mark.parametrize("state", ["missing", "garbage"])
+def test_a_bad_state_file_neither_restarts_nor_bypasses_the_params_guard(
+        finished, tmp_path, state):
+    model_dir = copy_run(finished, tmp_path)
+    state_file = model_dir / "checkpoints" / "checkpoint"
+    if state == "missing":
+        state_file.unlink()
+    else:
+        state_file.write_text("garbage {{{")
+    os.remove(model_dir / "params_resolved.json")
+    with pytest.raises(UserError, match=r"margin: 0.5 -> 0.3"):
+        training.train_and_evaluate(tiny_params(margin=0.3), str(model_dir), finished[1])
+    before = sorted(os.listdir(model_dir / "checkpoints"))
+    results = training.train_and_evaluate(tiny_params(), str(model_dir), finished[1])
+    assert sorted(os.listdir(model_dir / "checkpoints")) == before  # finished: nothing trained
+    assert results["map_at_r"] == pytest.approx(record(finished[0])["map_at_r"])
+
+
+def test_checkpoint_files_that_all_fail_stop_the_run_without_touching_them(finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path)
+    for name in checkpoints.checkpoint_files(str(model_dir / "checkpoints")):
+        if name.endswith(".index"):
+            truncate(model_dir / "checkpoints" / name)
+    before = {name: (model_dir / "checkpoints" / name).read_bytes()
+              for name in os.listdir(model_dir / "checkpoints")}
+    with pytest.raises(UserError, match="holds checkpoint files but none of them can be read"):
+        training.train_and_evaluate(tiny_params(), str(model_dir), finished[1])
+    assert {name: (model_dir / "checkpoints" / name).read_bytes()
+            for name in os.listdir(model_dir / "checkpoints")} == before
+
+
+@pytest.mark.parametrize("damage", ["missing", "invalid"])
+def test_a_lost_best_record_keeps_the_best_score_and_is_rewritten(finished, tmp_path, damage):
+    model_dir = copy_run(finished, tmp_path)
+    best_file = model_dir / "metrics_eval_best.json"
+    original = json.loads(best_file.read_text())
+    if damage == "missing":
+        best_file.unlink()
+    else:
+        best_file.write_text("{")
+    set_epochs(model_dir, 3)
+    run = training.Run(tiny_params(num_epochs=3), str(model_dir))
+    run.restore_latest()
+    assert run.best_score.numpy() == pytest.approx(original["map_at_r"])
+    training.train_and_evaluate(tiny_params(num_epochs=3), str(model_dir), finished[1])
+    rewritten = json.loads(best_file.read_text())
+    assert rewritten["map_at_r"] >= original["map_at_r"]
+    if rewritten["epoch"] == original["epoch"]:
+        assert rewritten == pytest.approx(original)
+
+
+def test_a_reader_survives_a_checkpoint_deleted_while_it_reads(finished, tmp_path, monkeypatch):
+    model_dir = copy_run(finished, tmp_path)
+    folder = str(model_dir / "checkpoints")
+    real_damage = checkpoints.damage
+
+    def pruned_after_the_check(prefix):
+        reason = real_damage(prefix)
+        if prefix.endswith("ckpt-2"):  # a trainer deletes it right after the check
+            for name in os.listdir(folder):
+                if name.startswith("ckpt-2."):
+                    os.remove(os.path.join(folder, name))
+        return reason
+
+    monkeypatch.setattr(checkpoints, "damage", pruned_after_the_check)
+    _, path = evaluation.restore_model(str(model_dir), tiny_params())
+    assert path.endswith("ckpt-1")
+
+
+# ---------------------------------------------------------------- two processes
+
+def test_a_second_trainer_is_refused_and_a_killed_one_leaves_no_stale_lock(tmp_path,
+                                                                          tiny_data_dir):
+    model_dir = make_run(tmp_path, num_epochs=1)
+    first = train_cli(model_dir, tiny_data_dir, hook="locked:pause", stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while "test hook: locked" not in first.stderr.readline():
+            assert time.time() < deadline and first.poll() is None
+        second = train_cli(model_dir, tiny_data_dir)
+        assert second.returncode == 2
+        assert f"is in use by another train.py (pid {first.pid})" in second.stderr
+        assert second.stderr.count("\n") == 1
+    finally:
+        first.kill()
+        first.wait()
+    third = train_cli(model_dir, tiny_data_dir)
+    assert third.returncode == 0, third.stderr
+    assert (model_dir / "train.log").read_text().count("epoch 1/1") == 1
+
+
+# ---------------------------------------------------------------- bad input
+
+def run_script(*args):
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+def assert_one_line_error(result, fragment):
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert fragment in result.stderr
+
+
+def test_model_dir_that_is_a_file(tmp_path, tiny_data_dir):
+    path = tmp_path / "params.json"
+    path.write_text("{}")
+    assert_one_line_error(run_script("train.py", "--model_dir", str(path), "--data_dir",
+                                     tiny_data_dir), "is a file, not a folder")
+
+
+def test_read_only_model_dir(tmp_path, monkeypatch):
+    # Root ignores permission bits, so the check is made to see what another user would.
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(UserError, match="is read-only; make it writable"):
+        training.check_writable(str(tmp_path))
+
+
+def test_labels_outside_num_labels_name_the_file_and_the_fix(tmp_path, tiny_data_dir):
+    model_dir = make_run(tmp_path, num_labels=5)
+    result = run_script("train.py", "--model_dir", str(model_dir), "--data_dir", tiny_data_dir)
+    assert_one_line_error(result, 'train-labels-idx1-ubyte.gz: label 9 is outside '
+                                  '[0, num_labels = 5); set "num_labels": 10')
+    assert sorted(os.listdir(model_dir)) == [".lock", "params.json"]
+
+
+@pytest.mark.parametrize("eval_size", [1, 3])
+def test_a_test_set_that_cannot_calibrate_stops_before_training(tmp_path, tiny_data_dir,
+                                                               eval_size):
+    model_dir = make_run(tmp_path, eval_size=eval_size)
+    result = run_script("train.py", "--model_dir", str(model_dir), "--data_dir", tiny_data_dir)
+    assert_one_line_error(result, "cannot calibrate the verification threshold; raise eval_size")
+    assert not (model_dir / "checkpoints").exists()
+
+
+def test_data_dir_that_is_a_file_or_missing(tmp_path):
+    model_dir = make_run(tmp_path)
+    as_file = tmp_path / "data.txt"
+    as_file.write_text("x")
+    assert_one_line_error(run_script("train.py", "--model_dir", str(model_dir), "--data_dir",
+                                     str(as_file)), "is a file, not a folder")
+    missing = tmp_path / "nowhere"
+    assert_one_line_error(run_script("train.py", "--model_dir", str(model_dir), "--data_dir",
+                                     str(missing)), "missing in")
+    assert not missing.exists()
+
+
+def test_embed_given_a_folder(finished, tmp_path):
+    assert_one_line_error(run_script("embed.py", "--model_dir", str(finished[0]), str(tmp_path)),
+                          "is a folder, not an image")
+
+
+def test_disk_full_is_a_one_line_error(capsys):
+    import errno
+
+    from model import cli
+
+    def full(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/run/checkpoints/x")
+
+    assert cli.run_cli(full) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: No space left on device (/data/run/checkpoints/x)")
+    assert err.count("\n") == 1
+
+    def resource_exhausted(argv):
+        raise tf.errors.ResourceExhaustedError(None, None, "write failed: disk full")
+
+    assert cli.run_cli(resource_exhausted) == 2
+    assert "out of disk space or memory (write failed: disk full)" in capsys.readouterr().err
+
+
+def test_files_written_atomically_leave_no_temp_file(tmp_path):
+    path = tmp_path / "x.json"
+    files.write_json(str(path), {"a": 1})
+    files.write_json(str(path), {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2} and os.listdir(tmp_path) == ["x.json"]
