@@ -80,6 +80,11 @@ def test_shipped_experiments_load():
     ('{"margin": 0.2, "margin": 0.5}', "key 'margin' appears twice"),
     ("[" * 100000 + "]" * 100000, "nested too deeply"),
     ({"num_classes_per_batch": 1.5}, "'num_classes_per_batch' must be an integer or null"),
+    ({"embedding_size": 2**40}, "'embedding_size' is 1099511627776; it must be >= 1 and <= "),
+    ({"num_parallel_calls": 2**40}, "'num_parallel_calls' is 1099511627776"),
+    ({"batch_size": 46341}, "it must be >= 1 and <= 46340"),
+    ({"distance": "cosine"}, "choose one of L2, squared-L2, angular"),
+    ({"distance": "angular", "squared": True}, 'use "distance": "squared-L2" alone'),
 ])
 def test_bad_params_name_the_problem(tmp_path, content, fragment):
     path = write(tmp_path, content)
