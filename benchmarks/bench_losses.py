@@ -16,9 +16,10 @@ Labels are drawn uniformly from ``--classes`` classes, as in MNIST batches.
 ``keras_batch_all`` and ``keras_semihard`` time the Keras loss objects of
 ``model/losses.py`` (``BatchAllTripletLoss()``, ``TripletSemiHardLoss()``) on the same
 inputs, to compare with the functions they wrap (``batch_all``; ``batch_semihard``,
-whose averaging differs slightly). ``--xla off,on`` times each configuration without
+whose averaging differs slightly). ``--xla off,on,relabel`` times each configuration without
 and with ``tf.function(jit_compile=True)`` (XLA), as ``model.fit(jit_compile=True)``
-would compile the loss.
+would compile the loss; ``relabel`` is XLA with new labels at every call, as in
+training (``on`` reuses one batch's labels).
 """
 
 import argparse
@@ -56,8 +57,8 @@ def parse_args(argv=None):
                         help="skip the naive B^3 loss where it would need more memory "
                         "(default: %(default)s)")
     parser.add_argument("--xla", default="off",
-                        help="comma-separated: off, on (jit_compile=True) or both "
-                        "(default: %(default)s)")
+                        help="comma-separated: off, on (jit_compile=True), relabel (XLA with "
+                        "new labels at every call) (default: %(default)s)")
     parser.add_argument("--strategies", default=",".join(STRATEGIES),
                         help="comma-separated subset of " + ", ".join(STRATEGIES))
     # Internal: measure one configuration in this process and print it as JSON.
@@ -73,8 +74,8 @@ def parse_args(argv=None):
     if unknown:
         parser.error(f"unknown strategy {unknown[0]!r}; choose from {', '.join(STRATEGIES)}")
     args.xla = args.xla.split(",")
-    if not set(args.xla) <= {"off", "on"}:
-        parser.error(f"--xla takes off, on or off,on, got {','.join(args.xla)!r}")
+    if not set(args.xla) <= {"off", "on", "relabel"}:
+        parser.error(f"--xla takes off, on and relabel, got {','.join(args.xla)!r}")
     if min(args.sizes) < 1 or args.dim < 1 or args.repeats < 1 or args.classes < 1:
         parser.error("--sizes, --dim, --repeats and --classes must be positive")
     return args
@@ -108,7 +109,7 @@ def measure(strategy, batch_size, xla, args):
     }
     loss_fn = losses[strategy]
 
-    @tf.function(jit_compile=xla == "on")
+    @tf.function(jit_compile=xla != "off")
     def step(labels, embeddings):
         with tf.GradientTape() as tape:
             tape.watch(embeddings)
@@ -116,10 +117,12 @@ def measure(strategy, batch_size, xla, args):
         return loss, tape.gradient(loss, embeddings)
 
     rng = np.random.default_rng(0)
-    labels = tf.constant(rng.integers(0, args.classes, batch_size))
     embeddings = tf.constant(rng.normal(size=(batch_size, args.dim)).astype(np.float32))
+    fixed_labels = tf.constant(rng.integers(0, args.classes, batch_size))
 
     def timed_call():
+        labels = (tf.constant(rng.integers(0, args.classes, batch_size)) if xla == "relabel"
+                  else fixed_labels)
         start = time.perf_counter()
         loss, grad = step(labels, embeddings)
         loss.numpy(), grad.numpy()  # wait for the result

@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 import tensorflow as tf
+# Private but stable since TF 1.x; the only way to know that XLA compiles the graph.
+from tensorflow.python.ops import control_flow_util
 
 from model import params
 
@@ -26,6 +28,20 @@ MAX_BATCH = params.MAX_BATCH
 # temporary: small enough to stay in cache, big enough that the per-iteration
 # overhead is negligible).
 _SOFT_MARGIN_BLOCK = 2**20
+# The largest batch of soft-margin batch-all under XLA (its B^3 block: 1 GB of float32).
+_XLA_MAX_BATCH = 640
+
+
+def under_xla():
+    """Whether the ops being built will be compiled by XLA (``jit_compile=True``).
+
+    XLA compiles one program per set of shapes: widths that depend on the labels (the
+    largest class, the most negatives of an anchor) would recompile it at nearly every
+    batch (measured: 0.4 ms -> 360 ms per call at B = 64), so under XLA they are the
+    batch size instead, fixed for a given batch shape.
+    """
+    graph = tf.compat.v1.get_default_graph()
+    return bool(control_flow_util.GraphOrParentsInXlaContext(graph))
 
 
 def class_members(labels):
@@ -35,7 +51,7 @@ def class_members(labels):
         labels: [B] int64 labels.
 
     Returns:
-        columns: [B, W] int32, W the size of the largest class: row a lists the
+        columns: [B, W] int32, W the size of the largest class (B under XLA): row a lists the
             members of a's class; where ``is_positive`` is False (a itself, and the
             padding of smaller classes) it holds a.
         is_positive: [B, W] bool, columns[a, j] is a positive of a.
@@ -47,7 +63,10 @@ def class_members(labels):
     first = tf.searchsorted(sorted_labels, labels, side="left", out_type=tf.int32)
     end = tf.searchsorted(sorted_labels, labels, side="right", out_type=tf.int32)
     class_sizes = end - first
-    width = tf.reduce_max(tf.concat([class_sizes, [1]], axis=0))  # 1 for an empty batch
+    if under_xla():
+        width = tf.maximum(batch, 1)
+    else:
+        width = tf.reduce_max(tf.concat([class_sizes, [1]], axis=0))  # 1 for an empty batch
     offsets = tf.range(width)[None, :]
     anchors = tf.range(batch)[:, None]
     columns = tf.gather(order, tf.minimum(first[:, None] + offsets, end[:, None] - 1))
@@ -151,7 +170,10 @@ def _pack_front(values, mask, fill):
     """[B, K]: each row's masked values first, then ``fill``; K = the largest row count."""
     # At least 1: XLA crashes (SIGFPE) slicing a zero-width operand in the loop, and a
     # column of fill values adds exactly 0 to the sums and their slopes.
-    width = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)), 1)
+    if under_xla():
+        width = tf.maximum(tf.shape(mask)[1], 1)
+    else:
+        width = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)), 1)
     order = tf.argsort(tf.cast(mask, tf.int32), axis=1, direction="DESCENDING", stable=True)
     return tf.gather(tf.where(mask, values, fill), order[:, :width], batch_dims=1)
 
@@ -176,7 +198,17 @@ def _softplus_triplet_sum(anchor_positive, anchor_negative):
     batch = tf.shape(anchor_positive, out_type=tf.int64)[0]
     block = (tf.shape(anchor_positive, out_type=tf.int64)[1]
              * tf.shape(anchor_negative, out_type=tf.int64)[1])
-    chunk = tf.maximum(_SOFT_MARGIN_BLOCK // tf.maximum(block, 1), 1)
+    if under_xla():
+        # XLA cannot compile the loop's slices of a varying size: one chunk of all
+        # anchors, B x B x B under XLA's static widths.
+        if anchor_positive.shape[0] is not None and anchor_positive.shape[0] > _XLA_MAX_BATCH:
+            raise ValueError(
+                f"soft-margin batch-all under XLA holds B^3 values; batch "
+                f"{anchor_positive.shape[0]} is above {_XLA_MAX_BATCH}: compile without XLA "
+                "(jit_compile=False, also faster on CPU) or use a smaller batch")
+        chunk = tf.maximum(batch, 1)
+    else:
+        chunk = tf.maximum(_SOFT_MARGIN_BLOCK // tf.maximum(block, 1), 1)
     num_chunks = (batch + chunk - 1) // chunk
 
     def body(i, total, count, grad_positive, grad_negative):

@@ -62,3 +62,24 @@ def test_soft_margin_under_xla_matches_eager(labels):
     compiled = tf.function(loss_and_gradient, jit_compile=True)(embeddings)
     for want, got in zip(eager, compiled):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_hinge_under_xla_uses_fixed_widths_and_matches_eager():
+    # Under XLA the widths are the batch size, so new labels of the same shape reuse one
+    # compiled program (label-dependent widths recompiled at nearly every batch).
+    rng = np.random.default_rng(5)
+    embeddings = tf.constant(rng.normal(size=(12, 4)).astype(np.float32))
+
+    def loss_and_gradient(labels, embeddings):
+        with tf.GradientTape() as tape:
+            tape.watch(embeddings)
+            loss, fraction = tl.batch_all_triplet_loss(labels, embeddings, 0.5)
+        return loss, fraction, tape.gradient(loss, embeddings)
+
+    compiled = tf.function(loss_and_gradient, jit_compile=True)
+    for labels in (rng.integers(0, 3, 12), rng.integers(0, 6, 12), np.zeros(12, np.int64)):
+        labels = tf.constant(labels, tf.int64)
+        for want, got in zip(loss_and_gradient(labels, embeddings),
+                             compiled(labels, embeddings)):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
+    assert compiled.experimental_get_tracing_count() == 1
