@@ -77,9 +77,11 @@ def test_hinge_under_xla_uses_fixed_widths_and_matches_eager():
         return loss, fraction, tape.gradient(loss, embeddings)
 
     compiled = tf.function(loss_and_gradient, jit_compile=True)
+    programs = set()
     for labels in (rng.integers(0, 3, 12), rng.integers(0, 6, 12), np.zeros(12, np.int64)):
         labels = tf.constant(labels, tf.int64)
         for want, got in zip(loss_and_gradient(labels, embeddings),
                              compiled(labels, embeddings)):
             np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
-    assert compiled.experimental_get_tracing_count() == 1
+        programs.add(compiled.experimental_get_compiler_ir(labels, embeddings)(stage="hlo"))
+    assert len(programs) == 1
