@@ -17,14 +17,19 @@ from model.errors import UserError
 
 def write_text(path, text):
     """Write ``text`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    write_bytes(path, text.encode())
+
+
+def write_bytes(path, data):
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
     folder = os.path.dirname(path) or "."
     prefix = f".{os.path.basename(path)}."
     for leftover in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*.tmp")):
         os.remove(leftover)  # of a write killed before its rename
     fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         test_hooks.reached(f"before_replace:{os.path.basename(path)}")

@@ -1,7 +1,9 @@
-"""Pictures of embeddings: TensorBoard projector files and a static PCA scatter plot.
+"""Pictures of embeddings: TensorBoard projector files, and a t-SNE / PCA figure.
 
-Everything is drawn with numpy and encoded with ``tf.io.encode_png``; no plotting
-or imaging library is needed.
+The projector's sprite is tiled with numpy and encoded with ``tf.io.encode_png``; the
+static figure is drawn with matplotlib (its Agg canvas directly, so no display and no
+global pyplot state) from openTSNE's t-SNE (2.7x faster than scikit-learn's on 10,000
+points for the same result, ``benchmarks/bench_tsne.py``) and a PCA.
 
 Files :func:`write_projector` puts in ``log_dir`` (``tensorboard --logdir log_dir``,
 Projector tab):
@@ -12,6 +14,7 @@ Projector tab):
     projector_config.pbtxt              ties the three together
 """
 
+import io
 import math
 import os
 import re
@@ -20,30 +23,13 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins import projector
 
+from model import files
+
 METADATA_FILENAME = "metadata.tsv"
 SPRITE_FILENAME = "sprite.png"
 # The largest sprite the projector accepts, per side (TensorBoard's projector guide).
 MAX_SPRITE_SIDE = 8192
 # Matplotlib's "tab10" colours: ten hues that stay distinct on white.
-PALETTE = np.array([
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-], dtype=np.uint8)
-# A 3 x 5 pixel font for the legend's label numbers, so no font file is needed.
-_GLYPHS = {
-    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111",
-    "3": "111001111001111", "4": "101101111001001", "5": "111100111001111",
-    "6": "111100111101111", "7": "111001001001001", "8": "111101111101111",
-    "9": "111101111001111", "-": "000000111000000",
-}
-_PLOT_SIDE = 720
-_MARGIN = 20
-_DOT_RADIUS = 2
-_GLYPH_SCALE = 3
-_BACKGROUND = 255
-_FRAME_GREY = 160
-
-
 def _as_images(images, name="images"):
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[0] == 0:
@@ -71,14 +57,19 @@ def _as_labels(labels, count):
     return labels
 
 
-def _write_png(path, image):
-    """Write uint8 [H, W] (grey) or [H, W, 3] (RGB) as a PNG, creating the folder."""
+def _write_file(path, data):
+    """Write bytes atomically, creating the folder."""
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
+    files.write_bytes(path, data)
+
+
+def _write_png(path, image):
+    """Write uint8 [H, W] (grey) or [H, W, 3] (RGB) as a PNG, creating the folder."""
     if image.ndim == 2:
         image = image[:, :, None]
-    tf.io.write_file(path, tf.io.encode_png(image))
+    _write_file(path, tf.io.encode_png(image).numpy())
 
 
 def make_sprite(images):
@@ -159,8 +150,7 @@ def write_projector(log_dir, embeddings, labels, images, tensor_name="test_embed
     tf.train.Checkpoint(**{tensor_name: variable}).write(paths["checkpoint"])
     # The projector takes a first line as a header only when it has a tab, so a
     # single-column file has no header: line i is the label of row i.
-    with open(paths["metadata"], "w") as f:
-        f.write("".join(text + "\n" for text in label_text))
+    files.write_text(paths["metadata"], "".join(text + "\n" for text in label_text))
     _write_png(paths["sprite"], make_sprite(images))
 
     config = projector.ProjectorConfig()
@@ -197,131 +187,102 @@ def pca_2d(embeddings):
     return points
 
 
-def label_mean_images(images, labels):
-    """The mean image of each label, as legend thumbnails.
+# Perplexity of the t-SNE (the usual default); lowered for tiny sets, where it must
+# stay below the number of points.
+PERPLEXITY = 30.0
+# Colours: matplotlib's qualitative maps while they have a colour per class, then
+# a continuous one (neighbouring classes get close hues beyond 20 classes).
+_LEGEND_MAX_ENTRIES = 30
+
+
+def tsne_2d(embeddings, seed=0):
+    """A 2-D t-SNE of the embeddings (openTSNE: PCA initialisation, FFT-accelerated).
 
     Args:
-        images: uint8 [N, h, w].
-        labels: [N].
+        embeddings: float [N, D].
+        seed: the t-SNE's random state: the same seed gives the same points.
 
     Returns:
-        dict label -> uint8 [h, w].
+        float64 [N, 2]. Fewer than 4 points have no neighbourhoods to keep: their PCA.
     """
-    images = _as_images(images)
-    labels = _as_labels(labels, images.shape[0])
-    return {label: np.round(images[labels == label].mean(axis=0)).astype(np.uint8)
-            for label in np.unique(labels).tolist()}
+    import openTSNE
+
+    embeddings = _as_matrix(embeddings, "embeddings")
+    count = embeddings.shape[0]
+    if count < 4 or embeddings.shape[1] < 2:
+        return pca_2d(embeddings)
+    # openTSNE looks at 3 x perplexity neighbours, which must be fewer than the points.
+    perplexity = min(PERPLEXITY, (count - 1) / 3)
+    tsne = openTSNE.TSNE(n_components=2, perplexity=perplexity, initialization="pca",
+                         random_state=seed, n_jobs=os.cpu_count() or 1, verbose=False)
+    return np.asarray(tsne.fit(embeddings), dtype=np.float64)
 
 
-def _text_bitmap(text):
-    """bool [5 * scale, (4 * len - 1) * scale] drawing ``text``; None if a glyph is missing."""
-    if not text or any(char not in _GLYPHS for char in text):
-        return None
-    glyphs = [np.array(list(_GLYPHS[char]), dtype=int).reshape(5, 3) for char in text]
-    spaced = [np.pad(glyph, ((0, 0), (0, 1))) for glyph in glyphs]
-    bitmap = np.concatenate(spaced, axis=1)[:, :-1].astype(bool)
-    return np.kron(bitmap, np.ones((_GLYPH_SCALE, _GLYPH_SCALE), bool))
+def _colours(count):
+    from matplotlib import colormaps
+
+    if count <= 10:
+        return colormaps["tab10"](np.arange(count))
+    if count <= 20:
+        return colormaps["tab20"](np.arange(count))
+    return colormaps["turbo"](np.linspace(0.05, 0.95, count))
 
 
-def _to_pixels(points, side):
-    """Map points [N, 2] to integer (row, col) in a side x side area, same scale on both axes."""
-    low, high = points.min(axis=0), points.max(axis=0)
-    span = max(float((high - low).max()), 1e-12)
-    # Keep every disc inside the frame drawn on the area's border.
-    usable = side - 1 - 2 * (_DOT_RADIUS + 2)
-    centred = (points - (low + high) / 2) / span * usable
-    cols = np.rint((side - 1) / 2 + centred[:, 0]).astype(int)
-    rows = np.rint((side - 1) / 2 - centred[:, 1]).astype(int)  # y grows upwards
-    return rows, cols
+def plot_embeddings(path, embeddings, labels, class_names=None, seed=0, title=None):
+    """Write a PNG of the embeddings as the original blog post shows them: a t-SNE (left)
+    and a PCA (right), points coloured by class, with a legend, axes and a title.
 
-
-def _draw_dots(area, rows, cols, colours):
-    """Draw a disc per point on ``area`` [S, S, 3]; a later point covers an earlier one."""
-    side = area.shape[0]
-    owner = np.full((side, side), -1)
-    order = np.arange(len(rows))
-    r = _DOT_RADIUS
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            if dy * dy + dx * dx <= r * r + 1:
-                # maximum.at is defined for repeated pixels, unlike plain fancy assignment.
-                np.maximum.at(owner, (rows + dy, cols + dx), order)
-    drawn = owner >= 0
-    area[drawn] = colours[owner[drawn]]
-
-
-def _thumbnail(image):
-    """A legend image, uint8 [h, w], at twice its size: uint8 [2h, 2w]."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 2:
-        raise ValueError(f"legend images must be uint8 [height, width], got {image.dtype} "
-                         f"{image.shape}; e.g. use label_mean_images")
-    return np.kron(image, np.ones((2, 2), np.uint8))
-
-
-def _legend(distinct_labels, legend_images):
-    """One row per label: colour swatch, label number, thumbnail. uint8 [H, W, 3]."""
-    legend_images = legend_images or {}
-    thumbs = [_thumbnail(legend_images[label]) if label in legend_images else None
-              for label in distinct_labels]
-    texts = [_text_bitmap(str(label)) for label in distinct_labels]
-    swatch, gap = 16, 8
-    text_width = max([t.shape[1] for t in texts if t is not None], default=0)
-    thumb_h = max([t.shape[0] for t in thumbs if t is not None], default=0)
-    thumb_w = max([t.shape[1] for t in thumbs if t is not None], default=0)
-    row_h = max(swatch, 5 * _GLYPH_SCALE, thumb_h) + gap
-    width = _MARGIN + swatch + gap + text_width + gap + thumb_w + _MARGIN
-    legend = np.full((2 * _MARGIN + row_h * len(distinct_labels), width, 3),
-                     _BACKGROUND, np.uint8)
-    for i, (text, thumb) in enumerate(zip(texts, thumbs)):
-        top, x = _MARGIN + i * row_h, _MARGIN
-        mid = top + row_h // 2
-        legend[mid - swatch // 2:mid + swatch // 2, x:x + swatch] = PALETTE[i % len(PALETTE)]
-        x += swatch + gap
-        if text is not None:
-            y = mid - text.shape[0] // 2
-            legend[y:y + text.shape[0], x:x + text.shape[1]][text] = 0
-        x += text_width + gap
-        if thumb is not None:
-            y = mid - thumb.shape[0] // 2
-            legend[y:y + thumb.shape[0], x:x + thumb.shape[1]] = thumb[:, :, None]
-    return legend
-
-
-def scatter_png(path, points, labels, legend_images=None):
-    """Draw a scatter plot of 2-D points coloured by label and write it as a PNG.
-
-    The i-th distinct label (in sorted order) gets PALETTE[i % 10]; colours repeat
-    beyond ten labels. Points are drawn in a fixed shuffled order so that no class
-    is always painted over the others. The legend shows, per label, its colour, its
-    number (integer labels) and its thumbnail from ``legend_images`` if given.
+    Points are drawn in a fixed shuffled order, so that no class always covers the others.
+    The legend lists at most 30 classes (in several columns beyond 10); more are coloured
+    but not listed. Written atomically (temporary file, then rename).
 
     Args:
-        path: the PNG file to write (its folder is created if missing).
-        points: float [N, 2], e.g. from :func:`pca_2d`.
-        labels: [N] labels.
-        legend_images: optional dict label -> uint8 [h, w] (e.g. from
-            :func:`label_mean_images`), shown at twice their size.
+        path: the PNG to write (its folder is created if missing).
+        embeddings: float [N, D].
+        labels: [N] class labels.
+        class_names: optional dict label -> name shown in the legend (default str(label)).
+        seed: seeds the t-SNE and the drawing order.
+        title: the figure's title (default: "Test embeddings (N points, D dimensions)").
 
     Returns:
-        the image written, uint8 [H, W, 3].
+        ``path``.
     """
-    points = _as_matrix(points, "points", columns=2)
-    labels = _as_labels(labels, points.shape[0])
-    distinct, label_index = np.unique(labels, return_inverse=True)
-    side = _PLOT_SIDE
-    plot = np.full((side, side, 3), _BACKGROUND, np.uint8)
-    draw_order = np.random.default_rng(0).permutation(len(points))
-    rows, cols = _to_pixels(points[draw_order], side)
-    colours = PALETTE[label_index.reshape(-1)[draw_order] % len(PALETTE)]
-    _draw_dots(plot, rows, cols, colours)
-    plot[[0, -1], :] = _FRAME_GREY
-    plot[:, [0, -1]] = _FRAME_GREY
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
-    legend = _legend(distinct.tolist(), legend_images)
-    height = max(side + 2 * _MARGIN, legend.shape[0])
-    canvas = np.full((height, _MARGIN + side + legend.shape[1], 3), _BACKGROUND, np.uint8)
-    canvas[_MARGIN:_MARGIN + side, _MARGIN:_MARGIN + side] = plot
-    canvas[:legend.shape[0], _MARGIN + side:] = legend
-    _write_png(path, canvas)
-    return canvas
+    embeddings = _as_matrix(embeddings, "embeddings")
+    count, dims = embeddings.shape
+    labels = _as_labels(labels, count)
+    classes, index = np.unique(labels, return_inverse=True)
+    index = index.reshape(-1)
+    colours = _colours(len(classes))
+    names = [str((class_names or {}).get(label, label)) for label in classes.tolist()]
+    order = np.random.default_rng(seed).permutation(count)
+    marker_size = 4.0 if count > 2000 else 12.0
+
+    figure = Figure(figsize=(14, 6.6), dpi=100)
+    canvas = FigureCanvasAgg(figure)
+    panels = (("t-SNE", tsne_2d(embeddings, seed), ("t-SNE 1", "t-SNE 2")),
+              ("PCA", pca_2d(embeddings), ("principal component 1", "principal component 2")))
+    axes = figure.subplots(1, 2)
+    for ax, (name, points, (xlabel, ylabel)) in zip(axes, panels):
+        ax.scatter(points[order, 0], points[order, 1], c=colours[index[order]], s=marker_size,
+                   alpha=0.7, linewidths=0, rasterized=True)
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.grid(True, linewidth=0.3, alpha=0.5)
+    shown = min(len(classes), _LEGEND_MAX_ENTRIES)
+    handles = [Line2D([], [], linestyle="", marker="o", markersize=7, color=colours[i],
+                      label=names[i]) for i in range(shown)]
+    legend_title = "class" if shown == len(classes) else f"class ({shown} of {len(classes)})"
+    figure.legend(handles=handles, title=legend_title, loc="center right",
+                  ncol=1 + (shown - 1) // 10, frameon=False)
+    figure.suptitle(title or f"Test embeddings ({count:,} points, {dims} dimensions)")
+    figure.tight_layout(rect=(0, 0, 1 - 0.07 * (1 + (shown - 1) // 10), 0.95))
+    buffer = io.BytesIO()
+    canvas.print_png(buffer)
+    _write_file(path, buffer.getvalue())
+    return path

@@ -1,4 +1,4 @@
-"""Projector files, sprite, PCA and scatter PNG (model/visualize.py) and visualize_embeddings.py."""
+"""Projector files, sprite, PCA, t-SNE figure (model/visualize.py) and visualize_embeddings.py."""
 
 import math
 import os
@@ -14,8 +14,10 @@ from tensorboard.plugins.projector.projector_plugin import ProjectorPlugin
 from werkzeug.test import Client
 
 import visualize_embeddings
-from model import model_fn, training, visualize
-from model.utils import Params, run_cli, write_json
+from model import checkpoints, evaluation, model_fn, visualize
+from model.cli import run_cli
+from model.files import write_json
+from model.params import Params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "test_embeddings/.ATTRIBUTES/VARIABLE_VALUE"
@@ -179,79 +181,79 @@ def test_pca_of_one_dimensional_embeddings_pads_with_zeros():
     np.testing.assert_allclose(points, [[-2, 0], [0, 0], [2, 0]], atol=1e-12)
 
 
-# --- scatter PNG ------------------------------------------------------------------------
+# --- t-SNE and the figure -----------------------------------------------------------------
 
-def colour_mask(image, colour):
-    return np.all(image == colour, axis=-1)
-
-
-def test_scatter_png_colours_positions_and_legend(tmp_path):
-    # Label 3 on the left, label 8 on the right (sorted order: 3 -> colour 0, 8 -> colour 1).
-    rng = np.random.default_rng(5)
-    left = rng.normal(size=(40, 2)) * 0.1 + [-5, 0]
-    right = rng.normal(size=(60, 2)) * 0.1 + [5, 0]
-    points = np.vstack([left, right])
-    labels = np.array([3] * 40 + [8] * 60)
-    thumbs = {3: np.full((6, 6), 77, np.uint8), 8: np.full((6, 6), 201, np.uint8)}
-    path = str(tmp_path / "out" / "pca.png")
-    canvas = visualize.scatter_png(path, points, labels, legend_images=thumbs)
-    np.testing.assert_array_equal(read_png(path), canvas)
-
-    height, width, _ = canvas.shape
-    first, second = visualize.PALETTE[0], visualize.PALETTE[1]
-    plot_right_edge = visualize._MARGIN + visualize._PLOT_SIDE
-    columns_first = np.nonzero(colour_mask(canvas[:, :plot_right_edge], first))[1]
-    columns_second = np.nonzero(colour_mask(canvas[:, :plot_right_edge], second))[1]
-    assert columns_first.size and columns_second.size
-    middle = plot_right_edge / 2
-    assert columns_first.max() < middle < columns_second.min()
-    # No other palette colour is used in the plot.
-    for colour in visualize.PALETTE[2:]:
-        assert not colour_mask(canvas, colour).any()
-    # The legend (right of the plot) has one swatch per label, the 2x thumbnails
-    # (6x6 -> 12x12 pixels) and black label digits.
-    legend = canvas[:, plot_right_edge:]
-    assert colour_mask(legend, first).any() and colour_mask(legend, second).any()
-    assert colour_mask(legend, (77, 77, 77)).sum() == 144
-    assert colour_mask(legend, (201, 201, 201)).sum() == 144
-    assert colour_mask(legend, (0, 0, 0)).any()
+def one_nn_accuracy(points, labels):
+    distances = ((points[:, None, :] - points[None, :, :]) ** 2).sum(axis=2)
+    np.fill_diagonal(distances, np.inf)
+    return float(np.mean(labels[distances.argmin(axis=1)] == labels))
 
 
-def test_scatter_png_without_legend_images_and_many_labels(tmp_path):
-    # 12 labels: colours repeat after ten; labels that are not numbers get no text.
-    rng = np.random.default_rng(6)
-    points = rng.normal(size=(120, 2))
-    labels = np.array([f"class{i % 12}" for i in range(120)])
-    canvas = visualize.scatter_png(str(tmp_path / "pca.png"), points, labels)
-    assert canvas.dtype == np.uint8 and canvas.ndim == 3
-    for colour in visualize.PALETTE:
-        assert colour_mask(canvas, colour).any()
-    legend = canvas[:, visualize._MARGIN + visualize._PLOT_SIDE:]
-    assert not colour_mask(legend, (0, 0, 0)).any()
+def blobs(seed=0, per_class=40, classes=3, dim=8):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(classes), per_class)
+    centres = rng.normal(size=(classes, dim)) * 20
+    return (centres[labels] + rng.normal(size=(len(labels), dim))).astype(np.float32), labels
 
 
-def test_scatter_png_with_identical_points(tmp_path):
-    canvas = visualize.scatter_png(str(tmp_path / "pca.png"), np.zeros((5, 2)), [1, 1, 2, 2, 2])
-    assert colour_mask(canvas, visualize.PALETTE[1]).any()
+def test_tsne_separates_far_apart_clusters_and_is_seeded():
+    embeddings, labels = blobs()
+    points = visualize.tsne_2d(embeddings, seed=3)
+    assert points.shape == (120, 2) and points.dtype == np.float64
+    assert one_nn_accuracy(points, labels) == 1.0
+    np.testing.assert_array_equal(points, visualize.tsne_2d(embeddings, seed=3))
 
 
-@pytest.mark.parametrize("points, legend_images, message", [
-    (np.zeros((5, 3)), None, r"points must be a non-empty 2-D array \[N, 2\]"),
-    (np.zeros((5, 2)), {0: np.zeros((4, 4))}, r"legend images must be uint8 \[height, width\]"),
+@pytest.mark.parametrize("count", [1, 2, 3, 5])
+def test_tsne_of_tiny_sets(count):
+    embeddings = np.random.default_rng(1).normal(size=(count, 4))
+    points = visualize.tsne_2d(embeddings)
+    assert points.shape == (count, 2) and np.all(np.isfinite(points))
+
+
+def colour_present(image, rgb):
+    """Whether pixels close to ``rgb`` (0-255) are in the RGB(A) ``image``."""
+    return bool(np.any(np.all(np.abs(image[..., :3].astype(int) - rgb) <= 12, axis=-1)))
+
+
+def tab10(index):
+    from matplotlib import colormaps
+    return np.round(np.array(colormaps["tab10"](index)[:3]) * 255).astype(int)
+
+
+@pytest.mark.parametrize("classes", [1, 2, 50])
+def test_plot_embeddings_writes_a_deterministic_png_with_the_class_colours(tmp_path, classes):
+    embeddings, labels = blobs(per_class=max(2, 100 // classes), classes=classes, dim=5)
+    path = visualize.plot_embeddings(str(tmp_path / "out" / "embeddings.png"), embeddings,
+                                     labels, seed=2)
+    image = read_png(path)
+    assert image.shape[:2] == (660, 1400) and image.std() > 0
+    if classes <= 10:
+        for i in range(classes):
+            assert colour_present(image, tab10(i))
+    again = visualize.plot_embeddings(str(tmp_path / "again.png"), embeddings, labels, seed=2)
+    assert open(path, "rb").read() == open(again, "rb").read()
+    assert sorted(os.listdir(tmp_path / "out")) == ["embeddings.png"]  # no temporary file
+
+
+def test_plot_embeddings_with_class_names_and_title(tmp_path):
+    embeddings, labels = blobs(classes=2)
+    names = {0: "sneaker", 1: "boot"}
+    path = visualize.plot_embeddings(str(tmp_path / "e.png"), embeddings, labels,
+                                     class_names=names, title="Shoes")
+    default = visualize.plot_embeddings(str(tmp_path / "d.png"), embeddings, labels)
+    assert open(path, "rb").read() != open(default, "rb").read()  # the text differs
+
+
+@pytest.mark.parametrize("embeddings, labels, message", [
+    (np.full((4, 3), np.nan), np.zeros(4), "finite real numbers"),
+    (np.zeros((4, 3)), np.zeros(5), r"labels must have shape \(4,\)"),
+    (np.zeros((0, 3)), np.zeros(0), "non-empty 2-D array"),
 ])
-def test_scatter_png_rejects_bad_input(tmp_path, points, legend_images, message):
+def test_plot_embeddings_rejects_bad_input(tmp_path, embeddings, labels, message):
     with pytest.raises(ValueError, match=message):
-        visualize.scatter_png(str(tmp_path / "pca.png"), points, np.zeros(5, int), legend_images)
+        visualize.plot_embeddings(str(tmp_path / "e.png"), embeddings, labels)
     assert not os.listdir(tmp_path)
-
-
-def test_label_mean_images():
-    images = np.array([[[0, 10]], [[4, 20]], [[9, 9]]], np.uint8)
-    means = visualize.label_mean_images(images, np.array([5, 5, 2]))
-    assert sorted(means) == [2, 5]
-    np.testing.assert_array_equal(means[5], [[2, 15]])
-    np.testing.assert_array_equal(means[2], [[9, 9]])
-    assert means[5].dtype == np.uint8
 
 
 # --- visualize_embeddings.py ------------------------------------------------------------
@@ -265,29 +267,29 @@ def trained_looking_model_dir(tmp_path):
     model_dir.mkdir()
     write_json(str(model_dir / "params.json"), TINY.to_dict())
     model = model_fn.build_model(TINY)
-    folder = model_dir / training.CHECKPOINT_DIRS["latest"]
+    folder = model_dir / checkpoints.CHECKPOINT_DIRS["latest"]
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(folder), 1).save()
     return str(model_dir), model
 
 
-def test_cli_writes_projector_files_and_pca_png(tmp_path, tiny_data_dir):
+def test_cli_writes_projector_files_and_the_picture(tmp_path, tiny_data_dir):
     from model import mnist_dataset
 
     model_dir, model = trained_looking_model_dir(tmp_path)
     assert run_cli(visualize_embeddings.main,
                    ["--model_dir", model_dir, "--data_dir", tiny_data_dir]) == 0
 
-    images, labels = mnist_dataset.load_split(tiny_data_dir, "test", download=False)
+    images, labels = mnist_dataset.load_split(tiny_data_dir, "test")
     config = projector.ProjectorConfig()
     with open(os.path.join(model_dir, "projector_config.pbtxt")) as f:
         text_format.Parse(f.read(), config)
     stored = tf.train.load_checkpoint(config.model_checkpoint_path).get_tensor(KEY)
-    np.testing.assert_allclose(stored, training.embed_images(model, images), atol=1e-5)
+    np.testing.assert_allclose(stored, evaluation.embed_images(model, images, TINY), atol=1e-5)
     with open(os.path.join(model_dir, "metadata.tsv")) as f:
         assert f.read().splitlines() == [str(label) for label in labels]
     side = math.ceil(math.sqrt(len(images)))
     assert read_png(os.path.join(model_dir, "sprite.png")).shape == (side * 28, side * 28, 1)
-    assert read_png(os.path.join(model_dir, "embeddings_pca.png")).shape[2] == 3
+    assert read_png(os.path.join(model_dir, "embeddings.png")).shape[:2] == (660, 1400)
 
 
 def test_cli_without_checkpoint_exits_2(tmp_path, tiny_data_dir, capsys):
@@ -307,5 +309,5 @@ def test_cli_help_describes_the_outputs():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     for word in ("--model_dir", "--checkpoint", "metadata.tsv", "sprite.png",
-                 "projector_config.pbtxt", "embeddings_pca.png", "tensorboard --logdir"):
+                 "projector_config.pbtxt", "embeddings.png", "t-SNE", "tensorboard --logdir"):
         assert word in result.stdout
