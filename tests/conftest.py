@@ -56,6 +56,17 @@ def write_dataset(data_dir, num_train=240, num_test=100, compress=True, size=28)
     return str(data_dir)
 
 
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """The one MirroredStrategy of the test session, over the 2 logical CPU devices.
+
+    Every MirroredStrategy numbers its collective operations from the same start, so a
+    second one in the process would reuse the first one's keys ("Shape mismatch in the
+    collective instance"): every test that needs one shares this.
+    """
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
 @pytest.fixture
 def tiny_data_dir(tmp_path):
     """A data_dir with 240 train and 100 test synthetic 28x28 images of 10 classes."""

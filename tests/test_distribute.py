@@ -20,14 +20,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(batch_size=32, num_channels=4, embedding_size=8, train_size=240, eval_size=100,
             save_summary_steps=4)
 BATCH = 31  # odd: the replicas get 15 and 16 examples
-CPUS = ["/cpu:0", "/cpu:1"]
-
-
-@pytest.fixture(scope="module")
-def mirrored_strategy():
-    # One instance for the module: TF keys collective ops per process, and a second
-    # MirroredStrategy in the same process can collide with the first one's keys.
-    return tf.distribute.MirroredStrategy(CPUS)
 
 
 def one_step(params, strategy, initial_weights, images, labels):

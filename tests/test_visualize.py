@@ -184,12 +184,14 @@ def test_pca_of_one_dimensional_embeddings_pads_with_zeros():
 # --- t-SNE and the figure -----------------------------------------------------------------
 
 def one_nn_accuracy(points, labels):
+    """Leave-one-out accuracy of each point's nearest other point's label."""
     distances = ((points[:, None, :] - points[None, :, :]) ** 2).sum(axis=2)
     np.fill_diagonal(distances, np.inf)
     return float(np.mean(labels[distances.argmin(axis=1)] == labels))
 
 
 def blobs(seed=0, per_class=40, classes=3, dim=8):
+    """float32 [per_class * classes, dim] Gaussian clusters far apart, and their labels."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(classes), per_class)
     centres = rng.normal(size=(classes, dim)) * 20
@@ -204,55 +206,114 @@ def test_tsne_separates_far_apart_clusters_and_is_seeded():
     np.testing.assert_array_equal(points, visualize.tsne_2d(embeddings, seed=3))
 
 
-@pytest.mark.parametrize("count", [1, 2, 3, 5])
-def test_tsne_of_tiny_sets(count):
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 12])
+def test_tsne_of_small_sets(count):
+    # The perplexity must stay below the number of points; under 4 points there is
+    # nothing for a t-SNE to keep, and the PCA is the picture.
     embeddings = np.random.default_rng(1).normal(size=(count, 4))
     points = visualize.tsne_2d(embeddings)
     assert points.shape == (count, 2) and np.all(np.isfinite(points))
+    if count < 4:
+        np.testing.assert_array_equal(points, visualize.pca_2d(embeddings))
 
 
-def colour_present(image, rgb):
-    """Whether pixels close to ``rgb`` (0-255) are in the RGB(A) ``image``."""
-    return bool(np.any(np.all(np.abs(image[..., :3].astype(int) - rgb) <= 12, axis=-1)))
+@pytest.mark.parametrize("embeddings", [
+    np.ones((10, 3)),                              # all points equal
+    np.arange(8, dtype=float)[:, None],            # 1-D
+], ids=["identical", "one-dimensional"])
+def test_tsne_of_degenerate_embeddings_is_their_pca(embeddings):
+    np.testing.assert_array_equal(visualize.tsne_2d(embeddings), visualize.pca_2d(embeddings))
 
 
-def tab10(index):
+def test_tsne_rejects_non_finite_embeddings():
+    with pytest.raises(ValueError, match="finite real numbers"):
+        visualize.tsne_2d(np.full((6, 3), np.inf))
+
+
+def drawn_rgb(cmap, index, count, alpha=0.7):
+    """0-255 RGB of class ``index``'s points: its colour blended on white at ``alpha``."""
     from matplotlib import colormaps
-    return np.round(np.array(colormaps["tab10"](index)[:3]) * 255).astype(int)
+
+    colour = np.array(colormaps[cmap](index if cmap != "turbo" else
+                                      np.linspace(0.05, 0.95, count)[index])[:3])
+    return np.round((alpha * colour + (1 - alpha)) * 255).astype(int)
 
 
-@pytest.mark.parametrize("classes", [1, 2, 50])
-def test_plot_embeddings_writes_a_deterministic_png_with_the_class_colours(tmp_path, classes):
+def colour_present(image, rgb, tolerance=6):
+    """Whether pixels within ``tolerance`` of ``rgb`` (0-255) are in the RGB(A) ``image``."""
+    return bool(np.any(np.all(np.abs(image[..., :3].astype(int) - rgb) <= tolerance, axis=-1)))
+
+
+@pytest.mark.parametrize("classes, cmap", [(1, "tab10"), (2, "tab10"), (12, "tab20"),
+                                           (50, "turbo")])
+def test_plot_embeddings_writes_a_deterministic_png_with_the_class_colours(
+        tmp_path, classes, cmap):
     embeddings, labels = blobs(per_class=max(2, 100 // classes), classes=classes, dim=5)
-    path = visualize.plot_embeddings(str(tmp_path / "out" / "embeddings.png"), embeddings,
-                                     labels, seed=2)
+    path = str(tmp_path / "out" / "embeddings.png")
+    assert visualize.plot_embeddings(path, embeddings, labels, seed=2) == path
     image = read_png(path)
-    assert image.shape[:2] == (660, 1400) and image.std() > 0
-    if classes <= 10:
-        for i in range(classes):
-            assert colour_present(image, tab10(i))
+    assert image.shape[:2] == (660, 1400)
+    white = np.all(image[..., :3] == 255, axis=-1).mean()
+    assert 0.5 < white < 0.99  # a white page with something drawn on it
+    for i in range(classes):
+        assert colour_present(image, drawn_rgb(cmap, i, classes)), f"class {i}"
     again = visualize.plot_embeddings(str(tmp_path / "again.png"), embeddings, labels, seed=2)
     assert open(path, "rb").read() == open(again, "rb").read()
-    assert sorted(os.listdir(tmp_path / "out")) == ["embeddings.png"]  # no temporary file
+    assert os.listdir(tmp_path / "out") == ["embeddings.png"]  # no temporary file left
 
 
-def test_plot_embeddings_with_class_names_and_title(tmp_path):
+def test_plot_embeddings_with_string_labels_class_names_and_title(tmp_path):
     embeddings, labels = blobs(classes=2)
-    names = {0: "sneaker", 1: "boot"}
-    path = visualize.plot_embeddings(str(tmp_path / "e.png"), embeddings, labels,
-                                     class_names=names, title="Shoes")
-    default = visualize.plot_embeddings(str(tmp_path / "d.png"), embeddings, labels)
-    assert open(path, "rb").read() != open(default, "rb").read()  # the text differs
+    words = np.array(["sneaker", "boot"])[labels]
+    default = visualize.plot_embeddings(str(tmp_path / "d.png"), embeddings, words)
+    named = visualize.plot_embeddings(str(tmp_path / "n.png"), embeddings, words,
+                                      class_names={"boot": "Ankle boot"}, title="Shoes")
+    assert read_png(default).shape == read_png(named).shape
+    assert open(default, "rb").read() != open(named, "rb").read()  # only the text differs
 
 
-@pytest.mark.parametrize("embeddings, labels, message", [
-    (np.full((4, 3), np.nan), np.zeros(4), "finite real numbers"),
-    (np.zeros((4, 3)), np.zeros(5), r"labels must have shape \(4,\)"),
-    (np.zeros((0, 3)), np.zeros(0), "non-empty 2-D array"),
+def test_plot_embeddings_of_one_point(tmp_path):
+    path = visualize.plot_embeddings(str(tmp_path / "e.png"), [[1.0, 2.0]], ["only"])
+    assert read_png(path).shape[:2] == (660, 1400)
+
+
+def test_plot_embeddings_leaves_pyplot_alone(tmp_path):
+    import matplotlib
+    from matplotlib import pyplot
+
+    backend, figures = matplotlib.get_backend(), pyplot.get_fignums()
+    embeddings, labels = blobs(classes=2, per_class=10)
+    visualize.plot_embeddings(str(tmp_path / "e.png"), embeddings, labels)
+    assert matplotlib.get_backend() == backend and pyplot.get_fignums() == figures
+
+
+def test_plot_embeddings_interrupted_keeps_the_previous_picture(tmp_path, monkeypatch):
+    embeddings, labels = blobs(classes=2, per_class=10)
+    path = visualize.plot_embeddings(str(tmp_path / "e.png"), embeddings, labels)
+    before = open(path, "rb").read()
+
+    def crash(source, target):
+        raise OSError("killed before the rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="killed"):
+        visualize.plot_embeddings(path, embeddings, labels, title="new")
+    monkeypatch.undo()
+    assert open(path, "rb").read() == before
+    assert os.listdir(tmp_path) == ["e.png"]
+
+
+@pytest.mark.parametrize("embeddings, labels, class_names, message", [
+    (np.full((4, 3), np.nan), np.zeros(4), None, "finite real numbers"),
+    (np.zeros((4, 3)), np.zeros(5), None, r"labels must have shape \(4,\)"),
+    (np.zeros((4, 3)), np.zeros((4, 1)), None, r"labels must have shape \(4,\)"),
+    (np.zeros((0, 3)), np.zeros(0), None, "non-empty 2-D array"),
+    (np.zeros(4), np.zeros(4), None, "non-empty 2-D array"),
+    (np.zeros((4, 3)), np.zeros(4), ["zero"], "class_names must be a dict"),
 ])
-def test_plot_embeddings_rejects_bad_input(tmp_path, embeddings, labels, message):
+def test_plot_embeddings_rejects_bad_input(tmp_path, embeddings, labels, class_names, message):
     with pytest.raises(ValueError, match=message):
-        visualize.plot_embeddings(str(tmp_path / "e.png"), embeddings, labels)
+        visualize.plot_embeddings(str(tmp_path / "e.png"), embeddings, labels, class_names)
     assert not os.listdir(tmp_path)
 
 
