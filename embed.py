@@ -26,13 +26,11 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.import_tensorflow()
+    params = cli.start_reader(args.model_dir)
     import numpy as np
 
     from model import evaluation, export
-    from model.params import load_params
 
-    params = load_params(args.model_dir)
     images = np.stack([cli.read_image(path, params.image_size, args.resize)
                        for path in args.images])
     module = export.load_exported(args.model_dir)

@@ -22,12 +22,9 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.import_tensorflow()
+    params = cli.start_reader(args.model_dir)
     from model.evaluation import evaluate_checkpoint
-    from model.params import load_params
 
-    cli.set_logger()
-    params = load_params(args.model_dir)
     results = evaluate_checkpoint(params, args.model_dir, args.data_dir, args.checkpoint)
     for name, value in results.items():
         logging.info("%-28s %.4f", name, value)

@@ -36,12 +36,9 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    cli.import_tensorflow()
+    params = cli.start_reader(args.model_dir)
     from model import evaluation, input_fn, mnist_dataset, visualize
-    from model.params import load_params
 
-    cli.set_logger()
-    params = load_params(args.model_dir)
     model, _ = evaluation.restore_model(args.model_dir, params, args.checkpoint)
     images, labels = mnist_dataset.load_split(args.data_dir, "test")
     input_fn.check_shapes(images, labels, params, "test")

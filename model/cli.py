@@ -72,6 +72,16 @@ def import_tensorflow():
             sys.stderr.flush()
 
 
+def start_reader(model_dir):
+    """The start of a script that reads a run: TensorFlow loaded quietly, console logging,
+    and the run's validated params (a :class:`model.params.Params`)."""
+    import_tensorflow()
+    set_logger()
+    from model.params import load_params
+
+    return load_params(model_dir)
+
+
 def set_logger(log_path=None, level=logging.INFO):
     """Log to the console and, if given, to ``log_path`` (appending, so resumed runs keep history)."""
     logger = logging.getLogger()
