@@ -37,6 +37,12 @@ def test_grid_is_the_product_and_validates_every_setting():
         search.grid({}, [("margin", [0.5]), ("margin", [0.2])])
 
 
+@pytest.mark.parametrize("text", ["margin=NaN", "margin=0.2,Infinity", "learning_rate=-Infinity"])
+def test_a_grid_of_non_finite_values_is_refused_before_anything_runs(text):
+    with pytest.raises(UserError, match="must be a finite number"):
+        search.grid({}, [search.parse_axis(text)])
+
+
 def test_write_children_keeps_identical_and_refuses_different(tmp_path):
     runs = search.grid({}, [("margin", [0.2])])
     (child,) = search.write_children(str(tmp_path), runs)
