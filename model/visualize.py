@@ -1,9 +1,10 @@
 """Pictures of embeddings: TensorBoard projector files, and a t-SNE / PCA figure.
 
 The projector's sprite is tiled with numpy and encoded with ``tf.io.encode_png``; the
-static figure is drawn with matplotlib (its Agg canvas directly, so no display and no
-global pyplot state) from openTSNE's t-SNE (2.7x faster than scikit-learn's on 10,000
-points for the same result, ``benchmarks/bench_tsne.py``) and a PCA.
+static figure, :func:`plot_embeddings`, is drawn with matplotlib (its Agg canvas
+directly, so no display and no global pyplot state) from openTSNE's t-SNE (2.5x faster
+than scikit-learn's on 10,000 points for the same result, ``benchmarks/bench_tsne.py``)
+and a PCA.
 
 Files :func:`write_projector` puts in ``log_dir`` (``tensorboard --logdir log_dir``,
 Projector tab):
@@ -29,7 +30,8 @@ METADATA_FILENAME = "metadata.tsv"
 SPRITE_FILENAME = "sprite.png"
 # The largest sprite the projector accepts, per side (TensorBoard's projector guide).
 MAX_SPRITE_SIDE = 8192
-# Matplotlib's "tab10" colours: ten hues that stay distinct on white.
+
+
 def _as_images(images, name="images"):
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[0] == 0:
@@ -187,38 +189,64 @@ def pca_2d(embeddings):
     return points
 
 
-# Perplexity of the t-SNE (the usual default); lowered for tiny sets, where it must
-# stay below the number of points.
+# The usual t-SNE perplexity (about the number of neighbours each point keeps close);
+# lowered for small sets, where openTSNE needs 3 x perplexity neighbours per point.
 PERPLEXITY = 30.0
-# Colours: matplotlib's qualitative maps while they have a colour per class, then
-# a continuous one (neighbouring classes get close hues beyond 20 classes).
-_LEGEND_MAX_ENTRIES = 30
+# Legend entries beyond this many classes would no longer fit beside the panels.
+LEGEND_MAX_ENTRIES = 30
+_THREADED_FROM = 1000  # points
+_LEGEND_ROWS = 10
+_LEGEND_NAME_LENGTH = 24
+_FIGURE_SIZE = (14, 6.6)  # inches, at 100 dpi: 1400 x 660 pixels
+_DPI = 100
+
+
+def _cores():
+    """The cores this process may use (a container or taskset may allow fewer than exist)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def tsne_2d(embeddings, seed=0):
-    """A 2-D t-SNE of the embeddings (openTSNE: PCA initialisation, FFT-accelerated).
+    """A 2-D t-SNE of the embeddings, with openTSNE.
+
+    openTSNE rather than scikit-learn's TSNE: faster for the same picture
+    (``benchmarks/bench_tsne.py``). PCA initialisation, perplexity 30 (lower below 91
+    points), openTSNE's default iterations; from 1,000 points on every core this
+    process may use.
 
     Args:
         embeddings: float [N, D].
-        seed: the t-SNE's random state: the same seed gives the same points.
+        seed: the random state of the t-SNE: the same seed and embeddings give the
+            same points (on a machine with the same number of cores).
 
     Returns:
-        float64 [N, 2]. Fewer than 4 points have no neighbourhoods to keep: their PCA.
+        float64 [N, 2]. Sets that have no neighbourhoods to keep (fewer than 4 points,
+        or all points equal) and 1-D embeddings get their PCA (:func:`pca_2d`) instead.
     """
     import openTSNE
 
     embeddings = _as_matrix(embeddings, "embeddings")
     count = embeddings.shape[0]
-    if count < 4 or embeddings.shape[1] < 2:
+    if count < 4 or embeddings.shape[1] < 2 or np.ptp(embeddings, axis=0).max() == 0:
+        # Under 4 points there are no neighbourhoods to keep (openTSNE puts 2 points
+        # on top of each other); 1-D embeddings break openTSNE's PCA start, and equal
+        # points make it NaN (the start is scaled by their zero spread).
         return pca_2d(embeddings)
-    # openTSNE looks at 3 x perplexity neighbours, which must be fewer than the points.
     perplexity = min(PERPLEXITY, (count - 1) / 3)
+    # One thread for small sets: they take a second or two on one core, and threads
+    # waiting on each other make them several times slower on a busy machine.
+    threads = _cores() if count >= _THREADED_FROM else 1
     tsne = openTSNE.TSNE(n_components=2, perplexity=perplexity, initialization="pca",
-                         random_state=seed, n_jobs=os.cpu_count() or 1, verbose=False)
+                         random_state=seed, n_jobs=threads, verbose=False)
     return np.asarray(tsne.fit(embeddings), dtype=np.float64)
 
 
-def _colours(count):
+def _class_colours(count):
+    """RGBA [count, 4]: a colour per class, as :func:`plot_embeddings` describes.
+
+    The qualitative maps while they have enough colours: their hues are the most
+    distinct; a continuous map beyond, rather than repeating colours.
+    """
     from matplotlib import colormaps
 
     if count <= 10:
@@ -228,24 +256,45 @@ def _colours(count):
     return colormaps["turbo"](np.linspace(0.05, 0.95, count))
 
 
-def plot_embeddings(path, embeddings, labels, class_names=None, seed=0, title=None):
-    """Write a PNG of the embeddings as the original blog post shows them: a t-SNE (left)
-    and a PCA (right), points coloured by class, with a legend, axes and a title.
+def _shorten(name):
+    """``name`` cut to _LEGEND_NAME_LENGTH characters, so that long names leave the panels room."""
+    if len(name) <= _LEGEND_NAME_LENGTH:
+        return name
+    return name[:_LEGEND_NAME_LENGTH - 1] + "\u2026"
 
-    Points are drawn in a fixed shuffled order, so that no class always covers the others.
-    The legend lists at most 30 classes (in several columns beyond 10); more are coloured
-    but not listed. Written atomically (temporary file, then rename).
+
+def plot_embeddings(path, embeddings, labels, class_names=None, seed=0, title=None):
+    """Write the picture of the embeddings shown in the original blog post, as a PNG.
+
+    Left a t-SNE (:func:`tsne_2d`), right a PCA (:func:`pca_2d`), points coloured by
+    class, with axis labels, a legend and a title: 1400 x 660 pixels. Points are drawn
+    in a fixed shuffled order, so that no class always covers the others. Colours:
+    matplotlib's tab10 up to 10 classes, tab20 up to 20, beyond that evenly spaced
+    colours of the continuous "turbo" map (each class keeps a colour of its own, but
+    neighbouring classes get close hues). The legend, right of the panels, lists the
+    first 30 classes (in sorted order, columns of 10, names cut to 24 characters);
+    further classes are coloured but not listed, and the legend's title says so.
+
+    Drawn on matplotlib's Agg canvas directly (no pyplot), so that it needs no display
+    and leaves the caller's pyplot state alone. The same arguments give the same bytes.
+    The file is written atomically (a temporary file in the same folder, then
+    ``os.replace``): a crash leaves the previous file or none, never half a PNG.
 
     Args:
         path: the PNG to write (its folder is created if missing).
         embeddings: float [N, D].
-        labels: [N] class labels.
-        class_names: optional dict label -> name shown in the legend (default str(label)).
+        labels: [N] class labels (numbers or strings).
+        class_names: optional dict label -> name shown in the legend (default
+            ``str(label)``; labels missing from it keep that default).
         seed: seeds the t-SNE and the drawing order.
-        title: the figure's title (default: "Test embeddings (N points, D dimensions)").
+        title: the figure's title (default "Test embeddings (N points, D dimensions)").
 
     Returns:
         ``path``.
+
+    Raises:
+        ValueError: on embeddings that are not a finite [N, D] array, labels that are
+            not one per row, or class_names that is not a dict.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -254,34 +303,41 @@ def plot_embeddings(path, embeddings, labels, class_names=None, seed=0, title=No
     embeddings = _as_matrix(embeddings, "embeddings")
     count, dims = embeddings.shape
     labels = _as_labels(labels, count)
+    if class_names is not None and not isinstance(class_names, dict):
+        raise ValueError(f"class_names must be a dict label -> name, got "
+                         f"{type(class_names).__name__}; e.g. dict(enumerate(names))")
     classes, index = np.unique(labels, return_inverse=True)
     index = index.reshape(-1)
-    colours = _colours(len(classes))
-    names = [str((class_names or {}).get(label, label)) for label in classes.tolist()]
+    colours = _class_colours(len(classes))
+    names = [_shorten(str((class_names or {}).get(label, label)))
+             for label in classes.tolist()]
     order = np.random.default_rng(seed).permutation(count)
-    marker_size = 4.0 if count > 2000 else 12.0
+    # Small markers where points are many, so that clusters keep their shape.
+    marker_size = 3.0 if count > 2000 else 12.0
 
-    figure = Figure(figsize=(14, 6.6), dpi=100)
+    # The constrained layout makes room for the legend outside the panels, whatever
+    # the length of the class names.
+    figure = Figure(figsize=_FIGURE_SIZE, dpi=_DPI, layout="constrained")
     canvas = FigureCanvasAgg(figure)
-    panels = (("t-SNE", tsne_2d(embeddings, seed), ("t-SNE 1", "t-SNE 2")),
-              ("PCA", pca_2d(embeddings), ("principal component 1", "principal component 2")))
-    axes = figure.subplots(1, 2)
-    for ax, (name, points, (xlabel, ylabel)) in zip(axes, panels):
-        ax.scatter(points[order, 0], points[order, 1], c=colours[index[order]], s=marker_size,
-                   alpha=0.7, linewidths=0, rasterized=True)
+    panels = (("t-SNE", tsne_2d(embeddings, seed), "t-SNE"),
+              ("PCA", pca_2d(embeddings), "principal component"))
+    for ax, (name, points, axis_name) in zip(figure.subplots(1, 2), panels):
+        ax.scatter(points[order, 0], points[order, 1], c=colours[index[order]],
+                   s=marker_size, alpha=0.7, linewidths=0)
         ax.set_title(name)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
+        ax.set_xlabel(f"{axis_name} 1")
+        ax.set_ylabel(f"{axis_name} 2")
         ax.set_aspect("equal", adjustable="datalim")
         ax.grid(True, linewidth=0.3, alpha=0.5)
-    shown = min(len(classes), _LEGEND_MAX_ENTRIES)
+    shown = min(len(classes), LEGEND_MAX_ENTRIES)
+    columns = -(-shown // _LEGEND_ROWS)
     handles = [Line2D([], [], linestyle="", marker="o", markersize=7, color=colours[i],
                       label=names[i]) for i in range(shown)]
     legend_title = "class" if shown == len(classes) else f"class ({shown} of {len(classes)})"
-    figure.legend(handles=handles, title=legend_title, loc="center right",
-                  ncol=1 + (shown - 1) // 10, frameon=False)
-    figure.suptitle(title or f"Test embeddings ({count:,} points, {dims} dimensions)")
-    figure.tight_layout(rect=(0, 0, 1 - 0.07 * (1 + (shown - 1) // 10), 0.95))
+    figure.legend(handles=handles, title=legend_title, loc="outside right center",
+                  ncol=columns, frameon=False)
+    figure.suptitle(title or f"Test embeddings ({count:,} point{'s' * (count != 1)}, "
+                             f"{dims} dimension{'s' * (dims != 1)})")
     buffer = io.BytesIO()
     canvas.print_png(buffer)
     _write_file(path, buffer.getvalue())
