@@ -73,9 +73,30 @@ def repair_state(folder):
         folder, found[0], all_model_checkpoint_paths=list(reversed(found)))
 
 
-def restore(checkpoint, folder):
+def value(prefix, name):
+    """The value saved for the ``tf.train.Checkpoint`` attribute ``name`` (a variable) in
+    the checkpoint at ``prefix``, or None if it has none or cannot be read."""
+    try:
+        return tf.train.load_checkpoint(prefix).get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")
+    except Exception:  # noqa: BLE001 - absent key, damaged file: no value
+        return None
+
+
+def newest_value(folder, name):
+    """:func:`value` of the newest readable checkpoint in ``folder`` (None if none)."""
+    for prefix in candidates(folder):
+        if damage(prefix) is None:
+            return value(prefix, name)
+    return None
+
+
+def restore(checkpoint, folder, check=None):
     """Restore ``checkpoint`` (a ``tf.train.Checkpoint``) from the newest readable
     checkpoint in ``folder``.
+
+    Args:
+        check: called with the prefix before its tensors are loaded (e.g. to refuse a
+            checkpoint of another network with a clear message rather than a shape error).
 
     Returns:
         the prefix restored, or None when ``folder`` holds no checkpoint file at all.
@@ -88,6 +109,8 @@ def restore(checkpoint, folder):
         for prefix in candidates(folder):
             reason = damage(prefix)
             if reason is None:
+                if check is not None:
+                    check(prefix)
                 try:
                     checkpoint.restore(prefix).expect_partial()
                 except tf.errors.NotFoundError:  # deleted between the check and the read

@@ -100,19 +100,39 @@ class Run:
                 checkpoint_name=checkpoints.PREFIX)
 
     def restore_latest(self):
-        """Restore the chief's newest readable checkpoint; returns its path or None.
+        """Restore the newest readable training checkpoint; returns its path or None.
+
+        ``checkpoints/`` first; when it holds files but none reads (e.g. killed while the
+        very first epoch's checkpoint was written), ``best/``, which holds a complete
+        training checkpoint saved just before. The params stored in the checkpoint are
+        checked before its tensors are loaded, and the best score is the larger of the
+        restored one and ``best/``'s (``best/`` is never replaced by a worse epoch).
 
         Raises:
-            UserError: the folder holds checkpoints that cannot be read, or that were
-                trained with other params.
+            UserError: no checkpoint reads although some exist, or they were trained
+                with other params.
         """
-        path = checkpoints.restore(
-            self.checkpoint, os.path.join(self.model_dir, CHECKPOINT_DIRS["latest"]))
+        latest, best = (os.path.join(self.model_dir, CHECKPOINT_DIRS[kind])
+                        for kind in ("latest", "best"))
+        try:
+            path = checkpoints.restore(self.checkpoint, latest, self._check_saved_params)
+        except UserError as err:
+            path = checkpoints.restore(self.checkpoint, best, self._check_saved_params)
+            if path is None:
+                raise err from None
+            logging.warning("No checkpoint in %s reads; resumed from %s", latest, path)
+            self.save("latest")  # so that checkpoints/ holds a readable one again
         if path:
-            _check_same_params(json.loads(self.params_json.numpy().decode()), self.params,
-                               self.model_dir)
             self.params_json.assign(_params_json(self.params))
+            best_score = checkpoints.newest_value(best, "best_score")
+            if best_score is not None and best_score > self.best_score.numpy():
+                self.best_score.assign(best_score)
         return path
+
+    def _check_saved_params(self, prefix):
+        saved = checkpoints.value(prefix, "params")
+        if saved is not None:
+            _check_same_params(json.loads(saved.decode()), self.params, self.model_dir)
 
     def save(self, kind):
         self.managers[kind].save(checkpoint_number=int(self.epoch.numpy()))
@@ -271,17 +291,14 @@ def _train(run, params, model_dir, data, restored):
         logging.info("Resuming from %s (epoch %d, step %d)", restored,
                      int(run.epoch.numpy()), int(run.step.numpy()))
         if run.chief:
-            _migrate_best_score(run, model_dir)
             if record.get("epoch") != int(run.epoch.numpy()):
                 # Killed after the epoch's checkpoint, before its record: the weights are
                 # those that were evaluated, so the record comes out the same.
                 record, embeddings = _evaluate_epoch(run, params, model_dir, eval_steps,
                                                      data[1], eval_writer)
-                logging.info("epoch %d/%d step %d | eval %s | record completed after a "
-                             "restart", int(run.epoch.numpy()), params.num_epochs,
-                             record["step"], _format(_figures(record)))
             if files.read_json(_metrics_path(model_dir, "best")) is None:
                 _rewrite_best_record(run, params, model_dir, eval_steps, data[1])
+        _migrate_best_score(run, model_dir)
     elif run.chief:
         _write_hparams(eval_writer, model_dir, params)
         results, _ = evaluation.evaluate(*eval_steps, params, test_images, test_labels)
@@ -313,12 +330,10 @@ def _train(run, params, model_dir, data, restored):
             progress.update(done, [("loss", loss)])
         train_time = time.time() - start
         run.epoch.assign(epoch + 1)
-        record, embeddings = _evaluate_epoch(run, params, model_dir, eval_steps, data[1],
-                                             eval_writer, start)
         train_writer.flush()
-        logging.info("epoch %d/%d step %d train_loss %.4f | eval %s | %.1fs (+%.1fs eval)",
-                     epoch + 1, params.num_epochs, step, loss_sum / max(done, 1),
-                     _format(_figures(record)), train_time, time.time() - start - train_time)
+        record, embeddings = _evaluate_epoch(run, params, model_dir, eval_steps, data[1],
+                                             eval_writer, start, loss_sum / max(done, 1),
+                                             train_time)
     if run.chief:
         _finish(run, params, model_dir, eval_steps, data[1], embeddings)
     return _figures(files.read_json(_metrics_path(model_dir, "last")) or record)
@@ -329,14 +344,17 @@ def _figures(record):
             if name not in ("epoch", "step", "train_minutes")}
 
 
-def _evaluate_epoch(run, params, model_dir, eval_steps, test, eval_writer, start=None):
+def _evaluate_epoch(run, params, model_dir, eval_steps, test, eval_writer, start=None,
+                    train_loss=None, train_time=None):
     """Evaluate the weights of the epoch just trained (or restored), save and record them.
 
-    The order makes every crash recoverable: "best" is saved before "latest" (a run
-    killed in between redoes the epoch, reaches the same figures by determinism and
-    finds the best already saved), and the JSON records come after the checkpoint that
-    they describe (a rerun completes a missing record, see :func:`_train`). Every worker
-    holds the same weights, hence the same results: all agree on saving.
+    The order makes every crash recoverable: the training summaries are flushed before
+    the checkpoint; "best" is saved before "latest" (a run killed in between redoes the
+    epoch, reaches the same figures by determinism and finds the best already saved);
+    the eval summaries and the log line come next and ``metrics_eval_last.json`` last,
+    as the mark that the epoch is complete (a rerun completes an epoch without it, see
+    :func:`_train`). Every worker holds the same weights, hence the same results: all
+    agree on saving.
 
     Returns:
         (record dict, the float32 test embeddings).
@@ -355,9 +373,17 @@ def _evaluate_epoch(run, params, model_dir, eval_steps, test, eval_writer, start
         run.save("latest")
         test_hooks.reached("after_checkpoint")
     if run.chief:
-        files.write_json(_metrics_path(model_dir, "last"), record)
         _write_scalars(eval_writer, results, record["step"])
         eval_writer.flush()
+    if start is None:
+        logging.info("epoch %d/%d step %d | eval %s | record completed after a restart",
+                     record["epoch"], params.num_epochs, record["step"], _format(results))
+    else:
+        logging.info("epoch %d/%d step %d train_loss %.4f | eval %s | %.1fs (+%.1fs eval)",
+                     record["epoch"], params.num_epochs, record["step"], train_loss,
+                     _format(results), train_time, time.time() - start - train_time)
+    if run.chief:
+        files.write_json(_metrics_path(model_dir, "last"), record)
     return record, embeddings
 
 

@@ -226,17 +226,42 @@ def test_a_bad_state_file_neither_restarts_nor_bypasses_the_params_guard(
     assert results["map_at_r"] == pytest.approx(record(finished[0])["map_at_r"])
 
 
-def test_checkpoint_files_that_all_fail_stop_the_run_without_touching_them(finished, tmp_path):
+def test_unreadable_latest_checkpoints_resume_from_best(finished, tmp_path):
+    # E.g. killed while the very first epoch's checkpoint was written: best/ was saved
+    # just before, complete.
     model_dir = copy_run(finished, tmp_path)
     for name in checkpoints.checkpoint_files(str(model_dir / "checkpoints")):
         if name.endswith(".index"):
             truncate(model_dir / "checkpoints" / name)
+    training.train_and_evaluate(tiny_params(), str(model_dir), finished[1])
+    for a, b in zip(weights(model_dir), weights(finished[0])):
+        np.testing.assert_array_equal(a, b)
+    assert record(model_dir) == record(finished[0])
+
+
+def test_checkpoint_files_that_all_fail_stop_the_run_without_touching_them(finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path)
+    for folder in ("checkpoints", "best"):
+        for name in checkpoints.checkpoint_files(str(model_dir / folder)):
+            if name.endswith(".index"):
+                truncate(model_dir / folder / name)
     before = {name: (model_dir / "checkpoints" / name).read_bytes()
               for name in os.listdir(model_dir / "checkpoints")}
     with pytest.raises(UserError, match="holds checkpoint files but none of them can be read"):
         training.train_and_evaluate(tiny_params(), str(model_dir), finished[1])
     assert {name: (model_dir / "checkpoints" / name).read_bytes()
             for name in os.listdir(model_dir / "checkpoints")} == before
+
+
+@pytest.mark.parametrize("change", [{"margin": 0.3}, {"embedding_size": 16}])
+def test_the_params_guard_holds_without_params_resolved(finished, tmp_path, change):
+    # The checkpoint's own copy of the params is checked before its tensors are loaded:
+    # a changed network size gives the guard's message, not a shape error.
+    model_dir = copy_run(finished, tmp_path)
+    os.remove(model_dir / "params_resolved.json")
+    key = next(iter(change))
+    with pytest.raises(UserError, match=f"{key}: "):
+        training.train_and_evaluate(tiny_params(**change), str(model_dir), finished[1])
 
 
 @pytest.mark.parametrize("damage", ["missing", "invalid"])
