@@ -57,9 +57,9 @@ def export_model(model, params, model_dir, epoch):
             if dtype == tf.float32 and len(shape) == 4:
                 signatures["serving_default"] = concrete
     path = os.path.join(model_dir, EXPORT_DIR)
-    for leftover in glob.glob(path + ".*"):  # of an export killed half-way
-        shutil.rmtree(leftover, ignore_errors=True)
+    remove_leftovers(model_dir)
     staging = tempfile.mkdtemp(prefix=EXPORT_DIR + ".new-", dir=model_dir)
+    os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the export from other users
     tf.saved_model.save(module, staging, signatures=signatures)
     test_hooks.reached("export_staged")
     files.write_json(os.path.join(staging, SOURCE_FILE), {"epoch": epoch})
@@ -71,6 +71,14 @@ def export_model(model, params, model_dir, epoch):
     else:
         os.replace(staging, path)
     return path
+
+
+def remove_leftovers(model_dir):
+    """Remove the temporary folders of an export killed half-way (``export.new-*``,
+    ``export.old-*``)."""
+    for pattern in (".new-*", ".old-*"):
+        for leftover in glob.glob(os.path.join(glob.escape(model_dir), EXPORT_DIR + pattern)):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def exported_epoch(model_dir):

@@ -24,9 +24,8 @@ def write_bytes(path, data):
     """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
     folder = os.path.dirname(path) or "."
     prefix = f".{os.path.basename(path)}."
-    for leftover in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*.tmp")):
-        os.remove(leftover)  # of a write killed before its rename
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    _remove_dead_writers_files(folder, prefix)
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -38,6 +37,25 @@ def write_bytes(path, data):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _remove_dead_writers_files(folder, prefix):
+    """Remove the temporary files of writes killed before their rename (``PREFIX<pid>.*.tmp``
+    whose process is gone); another live writer's file is left alone."""
+    for leftover in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*.tmp")):
+        pid = os.path.basename(leftover)[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                continue  # alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue  # alive, another user's
+        try:
+            os.remove(leftover)
+        except FileNotFoundError:
+            pass
 
 
 def write_json(path, values):

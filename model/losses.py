@@ -22,6 +22,10 @@ Migrating from TensorFlow Addons is one import line::
 ``distance_metric`` is "L2" (Euclidean), "squared-L2", "angular" (1 - cosine
 similarity of the L2-normalised rows) or a callable ``embeddings -> [B, B] distances``.
 
+The functions are TFA's functions: under a ``tf.distribute`` strategy pass the classes
+to ``compile``, which mine the global batch (a function wrapped by Keras mines each
+replica's slice and is not scaled for the replicas).
+
 Labels ``y_true``: [B] or [B, 1] integer class ids of any integer dtype (or floats
 holding integers). Keras 3's ``Loss.__call__`` casts ``y_true`` to float32, which merges
 ids above 2^24; these losses keep the labels as given. Under a ``tf.distribute``
@@ -45,6 +49,18 @@ def _distance(distance_metric):
                          f"{', '.join(distances.METRICS)} or a callable embeddings -> [B, B] "
                          "distances")
     return distance_metric
+
+
+def _serialize_distance(distance_metric):
+    if callable(distance_metric):
+        return keras.saving.serialize_keras_object(distance_metric)
+    return distance_metric
+
+
+def _deserialize_distance(config):
+    if isinstance(config, str) and config in distances.METRICS:
+        return config
+    return keras.saving.deserialize_keras_object(config)
 
 
 def _in_input_dtype(loss, y_pred):
@@ -134,7 +150,14 @@ class _TripletLoss(keras.losses.Loss):
 
     _function = None
 
-    def __init__(self, name=None, **arguments):
+    def __init__(self, name=None, keras_arguments=None, **arguments):
+        # TFA's classes took **kwargs for Keras's own arguments (reduction, dtype); these
+        # losses are whole-batch scalars, so those are ignored, and anything else is a
+        # mistake that would otherwise train silently with a default.
+        unknown = sorted(set(keras_arguments or {}) - {"reduction", "dtype"})
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got an unexpected keyword argument "
+                            f"'{unknown[0]}'")
         super().__init__(name=name, reduction="none")
         self._arguments = arguments
         _distance(arguments["distance_metric"])  # fail at construction, not in fit
@@ -157,19 +180,13 @@ class _TripletLoss(keras.losses.Loss):
 
     def get_config(self):
         config = {"name": self.name, **self._arguments}
-        if callable(config["distance_metric"]):
-            config["distance_metric"] = keras.saving.serialize_keras_object(
-                config["distance_metric"])
+        config["distance_metric"] = _serialize_distance(config["distance_metric"])
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        metric = config.get("distance_metric", "L2")
-        if not isinstance(metric, str) or metric not in distances.METRICS:
-            config["distance_metric"] = keras.saving.deserialize_keras_object(metric)
-        config.pop("reduction", None)
-        config.pop("dtype", None)
+        config["distance_metric"] = _deserialize_distance(config.get("distance_metric", "L2"))
         return cls(**config)
 
 
@@ -180,8 +197,8 @@ class TripletSemiHardLoss(_TripletLoss):
     _function = staticmethod(triplet_semihard_loss)
 
     def __init__(self, margin=1.0, distance_metric="L2", name=None, **kwargs):
-        super().__init__(name=name or "triplet_semihard_loss", margin=margin,
-                         distance_metric=distance_metric)
+        super().__init__(name=name or "triplet_semihard_loss", keras_arguments=kwargs,
+                         margin=margin, distance_metric=distance_metric)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -191,8 +208,8 @@ class TripletHardLoss(_TripletLoss):
     _function = staticmethod(triplet_hard_loss)
 
     def __init__(self, margin=1.0, soft=False, distance_metric="L2", name=None, **kwargs):
-        super().__init__(name=name or "triplet_hard_loss", margin=margin, soft=soft,
-                         distance_metric=distance_metric)
+        super().__init__(name=name or "triplet_hard_loss", keras_arguments=kwargs,
+                         margin=margin, soft=soft, distance_metric=distance_metric)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -203,8 +220,8 @@ class BatchAllTripletLoss(_TripletLoss):
     _function = staticmethod(_batch_all_loss)
 
     def __init__(self, margin=0.5, distance_metric="L2", soft=False, name=None, **kwargs):
-        super().__init__(name=name or "batch_all_triplet_loss", margin=margin, soft=soft,
-                         distance_metric=distance_metric)
+        super().__init__(name=name or "batch_all_triplet_loss", keras_arguments=kwargs,
+                         margin=margin, soft=soft, distance_metric=distance_metric)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -215,8 +232,8 @@ class BatchHardTripletLoss(_TripletLoss):
     _function = staticmethod(_batch_hard_loss)
 
     def __init__(self, margin=0.5, distance_metric="L2", soft=False, name=None, **kwargs):
-        super().__init__(name=name or "batch_hard_triplet_loss", margin=margin, soft=soft,
-                         distance_metric=distance_metric)
+        super().__init__(name=name or "batch_hard_triplet_loss", keras_arguments=kwargs,
+                         margin=margin, soft=soft, distance_metric=distance_metric)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -241,4 +258,10 @@ class FractionPositiveTriplets(keras.metrics.Mean):
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin,
-                "distance_metric": self.distance_metric}
+                "distance_metric": _serialize_distance(self.distance_metric)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["distance_metric"] = _deserialize_distance(config.get("distance_metric", "L2"))
+        return cls(**config)

@@ -69,7 +69,7 @@ class Params:
     # Data.
     image_size: int = _key(28, "image height and width; must match the data", at_least=1,
                            at_most=4096)
-    num_labels: int = _key(10, "number of classes", at_least=2)
+    num_labels: int = _key(10, "number of classes", at_least=2, at_most=2**31 - 1)
     train_size: int = _key(50000, "shuffle buffer of the training set", at_least=1,
                            at_most=2**31 - 1)
     eval_size: int = _key(10000, "evaluate on the first eval_size test images", at_least=1,
@@ -84,7 +84,8 @@ class Params:
     seed: int = _key(230, "seeds everything: weights, data order, every epoch's shuffle",
                      at_least=0, at_most=2**31 - 1)
     save_summary_steps: int = _key(50, "write training summaries every this many steps",
-                                   at_least=1)
+                                   at_least=1,
+                                   at_most=2**31 - 1)
     keep_checkpoint_max: int = _key(5, "epoch checkpoints kept in checkpoints/", at_least=1,
                                     at_most=1000)
     distribution: str = _key("none", "tf.distribute strategy", choices=DISTRIBUTIONS)
@@ -186,7 +187,10 @@ def _check_value(field, value, source):
         raise UserError(f"{source}: '{key}' must be {wanted}, got {_json(value)} "
                         f"({_type_name(value)}); fix the value in the file")
     if base is float:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
         if not math.isfinite(value):
             raise UserError(f"{source}: '{key}' is {value}; it must be a finite number")
     meta = field.metadata

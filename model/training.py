@@ -417,6 +417,7 @@ def _finish(run, params, model_dir, eval_steps, test, embeddings):
     to this epoch (a rerun repairs an export or verification.json that is missing,
     partial or from an earlier epoch)."""
     epoch = int(run.epoch.numpy())
+    export.remove_leftovers(model_dir)
     exported = export.exported_epoch(model_dir) == epoch
     verification = files.read_json(os.path.join(model_dir, evaluation.VERIFICATION_FILE))
     calibrated = verification is not None and verification.get("epoch") == epoch

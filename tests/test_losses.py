@@ -685,3 +685,20 @@ def test_a_registered_name_as_a_string_is_not_resolved_by_keras():
     names, this fails and the README's advice should change."""
     with pytest.raises(ValueError, match="Could not interpret loss identifier"):
         keras.losses.get("TripletLoss>TripletSemiHardLoss")
+
+
+def test_unknown_keyword_arguments_are_refused_but_keras_ones_accepted():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'distance'"):
+        losses.TripletHardLoss(distance="angular")
+    loss = losses.TripletSemiHardLoss(reduction="sum_over_batch_size", dtype="float32")
+    assert loss.get_config()["margin"] == 1.0
+
+
+def test_fraction_metric_with_a_custom_distance_round_trips():
+    @keras.saving.register_keras_serializable(package="test")
+    def doubled_l1(embeddings):
+        return 2 * tf.reduce_sum(tf.abs(embeddings[:, None] - embeddings[None]), axis=2)
+
+    metric = losses.FractionPositiveTriplets(margin=0.3, distance_metric=doubled_l1)
+    again = losses.FractionPositiveTriplets.from_config(metric.get_config())
+    assert again.distance_metric is doubled_l1 and again.margin == 0.3
