@@ -3,9 +3,11 @@
     python embed.py --model_dir experiments/base_model digit_a.png digit_b.png
 
 Uses the SavedModel that train.py exports to MODEL_DIR/export and the distance threshold
-calibrated on MNIST test pairs (MODEL_DIR/verification.json). Images must be
-IMAGE_SIZE x IMAGE_SIZE (28 x 28 for MNIST; --resize otherwise), light digits on a dark
-background like MNIST; colour images are converted to grayscale.
+calibrated on test pairs (MODEL_DIR/verification.json). Images must be IMAGE_SIZE x
+IMAGE_SIZE (28 x 28 for MNIST: light digits on a dark background) unless --resize, which
+resizes them as the run's params.resize says (pad, crop or stretch, as the class-folder
+images were in training). Colour images are converted to grey for a grey network and
+grey ones to RGB for a colour network.
 """
 
 import argparse
@@ -19,7 +21,7 @@ def parse_args(argv):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True, help="experiment folder of a trained run")
     parser.add_argument("--resize", action="store_true",
-                        help="resize images of another size instead of refusing them")
+                        help="resize images of another size (as params.resize says) instead of refusing them")
     parser.add_argument("images", nargs="+", help="PNG, JPEG, GIF or BMP files")
     return parser.parse_args(argv)
 
@@ -31,7 +33,8 @@ def main(argv=None):
 
     from model import evaluation, export
 
-    images = np.stack([cli.read_image(path, params.image_size, args.resize)
+    images = np.stack([cli.read_image(path, params.image_size, args.resize,
+                                      params.image_channels, params.resize)
                        for path in args.images])
     module = export.load_exported(args.model_dir)
     embeddings = module.embed(images).numpy()

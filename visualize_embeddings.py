@@ -6,11 +6,12 @@
 Writes into MODEL_DIR:
 
     test_embeddings.ckpt.*   the test embeddings [N, embedding_size] as a checkpoint
-    metadata.tsv             the label of each row (no header: a single column)
-    sprite.png               the test images in a square grid, in row order
+    metadata.tsv             the class name of each row (no header: a single column)
+    sprite.png               the test images in a square grid, in row order (in colour
+                             for colour data; shrunk if the grid would pass 8192 pixels)
     projector_config.pbtxt   the projector config tying them together
     embeddings.png           a t-SNE (left) and a PCA (right) of the embeddings,
-                             coloured by label, as in the original blog post
+                             coloured by class, as in the original blog post
 
 The projector config holds the checkpoint's absolute path: after moving MODEL_DIR,
 run this script again.
@@ -37,18 +38,25 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     params = cli.start_reader(args.model_dir)
-    from model import evaluation, input_fn, mnist_dataset, visualize
+    import numpy as np
+
+    from model import evaluation, input_fn, visualize
 
     model, _ = evaluation.restore_model(args.model_dir, params, args.checkpoint)
-    images, labels = mnist_dataset.load_split(args.data_dir, "test")
-    input_fn.check_shapes(images, labels, params, "test")
+    images, labels, class_names = evaluation.load_test_split(params, args.model_dir,
+                                                             args.data_dir)
+    input_fn.check_shapes(images, labels, params, "test", args.data_dir)
     embeddings = evaluation.embed_images(model, images, params)
 
-    paths = visualize.write_projector(args.model_dir, embeddings, labels, images)
+    names = [" ".join(name.split()) for name in map(str, class_names)]  # one line each
+    thumbnails = visualize.thumbnails(input_fn.decode_all(images, params))
+    paths = visualize.write_projector(args.model_dir, embeddings,
+                                      np.array(names, dtype=object)[labels], thumbnails)
     logging.info("Wrote %d embeddings of size %d for the projector: %s", *embeddings.shape,
                  ", ".join(paths.values()))
     picture = visualize.plot_embeddings(os.path.join(args.model_dir, PICTURE_FILENAME),
-                                        embeddings, labels, seed=params.seed)
+                                        embeddings, labels, dict(enumerate(names)),
+                                        seed=params.seed)
     logging.info("Wrote the t-SNE and PCA picture: %s", picture)
     logging.info("View them with: tensorboard --logdir %s (Projector tab)", args.model_dir)
     return 0

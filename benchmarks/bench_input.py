@@ -3,8 +3,10 @@
 Usage:
     python benchmarks/bench_input.py [--data_dir data/mnist] [--model_dir experiments/base_model]
                                      [--epochs 3] [--steps 50]
+                                     [--folder_model_dir experiments/colour_mnist]
+                                     [--folder_images 2000,20000]
 
-Loads the MNIST train split once, then times:
+Part 1, MNIST in memory. Loads the MNIST train split once, then times:
 
 * each train pipeline (random batches with the params' shuffle buffer, and balanced
   8 classes x 8 images), batch 64: ``--epochs`` full epochs, each on a freshly built
@@ -16,8 +18,16 @@ Loads the MNIST train split once, then times:
   and Adam update) on a fixed batch of MNIST: median over ``--epochs`` runs of
   ``--steps`` steps after 5 warm-up steps (bench_train.time_train_step).
 
-Prints a markdown table and the ratio pipeline / step (the target is >= 10: the
-input pipeline must never be what training waits for).
+Part 2, class folders streamed from disk (skipped with ``--folder_images 0``). For each
+size in ``--folder_images``, writes that many JPEGs (random sizes 48-96 px, colour, 10
+classes, in a temporary folder) and times one epoch of the streaming pipeline of
+``--folder_model_dir``'s params (decode, resize to its image_size, augmentation, batch
+64), without and with the file cache, and the growth of the process's resident memory
+while the epoch runs; then the training step of those params on a batch of that size.
+
+Prints markdown tables and the ratios pipeline / step (targets: >= 10 for MNIST in
+memory, >= 3 for streamed folders; the input pipeline must not be what training waits
+for) and whether memory grew with the dataset.
 """
 
 import argparse
@@ -44,7 +54,90 @@ def parse_args(argv=None):
                         help="pipeline epochs and step runs to take the median of (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=50,
                         help="timed training steps per run (default: %(default)s)")
+    parser.add_argument("--folder_model_dir",
+                        default=os.path.join(ROOT, "experiments", "colour_mnist"),
+                        help="experiment whose params time the folder pipeline "
+                             "(default: %(default)s)")
+    parser.add_argument("--folder_images", default="2000,20000",
+                        help="comma-separated dataset sizes of generated JPEGs; 0 skips "
+                             "part 2 (default: %(default)s)")
     return parser.parse_args(argv)
+
+
+def resident_mb():
+    """This process's resident memory in MB (Linux /proc)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def write_jpegs(folder, count, seed=0):
+    """``count`` colour JPEGs of random sizes in 10 class folders under folder/train/."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        height, width = rng.integers(48, 97, size=2)
+        image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        class_dir = os.path.join(folder, "train", f"class_{i % 10}")
+        os.makedirs(class_dir, exist_ok=True)
+        tf.io.write_file(os.path.join(class_dir, f"{i:06d}.jpg"),
+                         tf.io.encode_jpeg(image, quality=90))
+
+
+def time_folder_epoch(images, labels, params):
+    """(images/s over one whole epoch, resident memory growth in MB during it)."""
+    from model import input_fn
+
+    before = peak = resident_mb()
+    start = time.perf_counter()
+    count = 0
+    for i, (batch, _) in enumerate(input_fn.train_dataset(images, labels, params, 0)):
+        count += int(batch.shape[0])
+        if i % 20 == 0:
+            peak = max(peak, resident_mb())
+    elapsed = time.perf_counter() - start
+    return count / elapsed, max(peak, resident_mb()) - before
+
+
+def folder_rows(args):
+    """Part 2: the rows of the folder table, and the training step's images/s."""
+    import tempfile
+
+    import numpy as np
+    import tensorflow as tf
+
+    from bench_train import time_train_step
+    from model import datasets, image_folder, model_fn
+    from model.params import load_params
+
+    params = load_params(args.folder_model_dir).replace(
+        batch_size=64, num_classes_per_batch=None, num_images_per_class=None, num_labels=10)
+    rows = []
+    for count in [int(size) for size in args.folder_images.split(",")]:
+        with tempfile.TemporaryDirectory() as root:
+            write_jpegs(root, count)
+            scanned = image_folder.load(root, params.replace(test_fraction=0.01), ("train",))
+            paths, labels = scanned["train"]
+            files = image_folder.files(root, paths, params)
+            rate, growth = time_folder_epoch(files, labels, params)
+            rows.append((f"{len(files):,} JPEGs, streamed", rate, growth))
+            data = datasets.Data(params.replace(cache="file"), {"layout": "folders"},
+                                 (files, labels), (files[:1], labels[:1]))
+            start = time.perf_counter()
+            cached = datasets.cached(data, root)
+            build = time.perf_counter() - start
+            rate, growth = time_folder_epoch(*cached.train, params)
+            rows.append((f"{len(files):,} JPEGs, file cache (built in {build:.1f} s)", rate,
+                         growth))
+    rng = np.random.default_rng(0)
+    batch = tf.constant(rng.random((64, *model_fn.input_shape(params))), tf.float32)
+    step = time_train_step(params, batch, tf.constant(np.arange(64) % 10, tf.int64),
+                           args.epochs, args.steps)
+    return params, rows, step
 
 
 def time_pipeline(images, labels, params, epochs):
@@ -82,7 +175,7 @@ def main(argv=None):
         ("balanced pipeline (8 x 8)", *time_pipeline(images, labels, balanced, args.epochs)),
     ]
     from bench_train import time_train_step
-    from model import input_fn
+    from model import augment, input_fn
 
     batch_images, batch_labels = next(iter(input_fn.train_dataset(images, labels, random, 0)))
     step = time_train_step(random, batch_images, batch_labels, args.epochs, args.steps)
@@ -98,6 +191,22 @@ def main(argv=None):
           f"{params.triplet_strategy}) | {step:,.0f} | | 1.0 |")
     worst = min(min(steady, whole) for _, steady, whole in rows) / step
     print(f"\nslowest pipeline / training step = {worst:.1f} (target >= 10)")
+
+    if args.folder_images == "0":
+        return
+    folder_params, rows, step = folder_rows(args)
+    print(f"\nClass folders: {folder_params.image_size} x {folder_params.image_size} x "
+          f"{folder_params.image_channels}, resize {folder_params.resize}, augmentation "
+          f"{'on' if augment.enabled(folder_params) else 'off'}, batch 64, num_parallel_calls "
+          f"{folder_params.num_parallel_calls}\n")
+    print("| what | images/s (whole epoch) | x step | memory growth (MB) |")
+    print("|---|---:|---:|---:|")
+    for name, rate, growth in rows:
+        print(f"| {name} | {rate:,.0f} | {rate / step:.1f} | {growth:.0f} |")
+    print(f"| training step ({os.path.basename(os.path.normpath(args.folder_model_dir))}) | "
+          f"{step:,.0f} | 1.0 | |")
+    streamed = min(rate for name, rate, _ in rows if "streamed" in name) / step
+    print(f"\nslowest streamed pipeline / training step = {streamed:.1f} (target >= 3)")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ def main(argv=None):
     import numpy as np
     import tensorflow as tf
 
+    from model import model_fn
     from model.params import load_params
 
     params = load_params(args.model_dir)
@@ -96,9 +97,9 @@ def main(argv=None):
     print("| batch | step | images/s | ms/step |")
     print("|---:|---|---:|---:|")
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-        images = tf.constant(rng.random((batch_size, params.image_size, params.image_size, 1),
+        images = tf.constant(rng.random((batch_size, *model_fn.input_shape(params)),
                                         dtype=np.float32))
-        labels = tf.constant(np.arange(batch_size) % params.num_labels, tf.int64)
+        labels = tf.constant(np.arange(batch_size) % (params.num_labels or 10), tf.int64)
         for name, changes, loss in variants:
             rate = time_train_step(params.replace(batch_size=batch_size, **changes),
                                    images, labels, args.runs, args.steps, loss)

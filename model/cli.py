@@ -27,18 +27,20 @@ _START_UP_NOISE = re.compile(
     r"STDERR|I\d{4} [\d:.]+ +\d+ \S+:\d+\] .*)$")
 
 
-def add_data_dir_argument(parser, what="the IDX files"):
+def add_data_dir_argument(parser, what="the data"):
     parser.add_argument(
         "--data_dir", default=DEFAULT_DATA_DIR,
-        help=f"folder with {what}: train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
-             "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] (default: the "
-             "shipped MNIST, %(default)s)")
+        help=f"folder with {what}: either the IDX files (train-images-idx3-ubyte[.gz], "
+             "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
+             "t10k-labels-idx1-ubyte[.gz]) or class folders of images, train/<class>/* and "
+             "test/<class>/* (README, 'Train on your own images'; default: the shipped "
+             "MNIST, %(default)s)")
 
 
 def add_trained_run_arguments(parser, model_dir_help="experiment folder of a trained run"):
     """--model_dir, --data_dir (test files) and --checkpoint of a script reading a trained run."""
     parser.add_argument("--model_dir", required=True, help=model_dir_help)
-    add_data_dir_argument(parser, "the IDX test files")
+    add_data_dir_argument(parser, "the test data")
     parser.add_argument(
         "--checkpoint", choices=CHECKPOINT_CHOICES, default="latest",
         help="which checkpoint to use: the last epoch's or the one with the best eval MAP@R "
@@ -135,38 +137,32 @@ def run_cli(main, argv=None):
         return 130
 
 
-def read_image(path, image_size, resize=False):
-    """Read a PNG, JPEG, GIF or BMP file as a uint8 [image_size, image_size] grayscale image.
+def read_image(path, image_size, resize=False, channels=1, mode="pad"):
+    """Read a PNG, JPEG, GIF or BMP file as uint8 [image_size, image_size, channels].
 
-    Colour images are converted to grayscale (ITU-R 601 luma) and an alpha channel is
-    dropped. Another size is an error unless ``resize`` (area-averaged, aspect not kept).
+    Colour images become grey (ITU-R 601 luma) for a grey network and grey ones RGB for
+    a colour one; an alpha channel is dropped (:func:`model.images.decode`). Another size
+    is an error unless ``resize``; then it is resized as ``mode`` (the run's
+    ``params.resize``) says, like the class-folder images the network was trained on.
     MNIST digits are light on a dark background: invert dark-on-light images first.
     """
     import tensorflow as tf
+
+    from model import images
 
     if os.path.isdir(path):
         raise UserError(f"{path} is a folder, not an image; pass image files (PNG, JPEG, GIF "
                         "or BMP)")
     try:
-        data = tf.io.read_file(path)
-        image = tf.io.decode_image(data, expand_animations=False)
+        image = images.decode(tf.io.read_file(path), channels)
     except tf.errors.NotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (tf.errors.InvalidArgumentError, ValueError):
         raise UserError(f"{path}: not a PNG, JPEG, GIF or BMP image") from None
-    if image.dtype != tf.uint8:
-        raise UserError(f"{path}: {image.dtype.name} pixels; save it as an 8-bit image")
-    channels = image.shape[-1]
-    if channels in (2, 4):  # grayscale + alpha, RGB + alpha
-        image = image[..., :channels - 1]
-    if image.shape[-1] == 3:
-        image = tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))), tf.uint8)
     height, width = image.shape[:2]
     if (height, width) != (image_size, image_size):
         if not resize:
             raise UserError(f"{path}: image is {width}x{height}, the model expects "
                             f"{image_size}x{image_size}; resize it or pass --resize")
-        image = tf.image.resize(tf.cast(image, tf.float32), [image_size, image_size],
-                                method="area")
-        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    return image.numpy()[..., 0]
+        image = images.fit(image, image_size, mode)
+    return image.numpy()

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from model import checkpoints, files, input_fn, metrics, mnist_dataset
+from model import checkpoints, datasets, files, input_fn, metrics
 from model.checkpoints import CHECKPOINT_DIRS
 from model.errors import UserError
 from model.model_fn import build_plain_model, make_embed_step, make_loss_step
@@ -33,7 +33,8 @@ def _embed_with(embed_step, images, params):
 
 
 def embed_images(model, images, params):
-    """Embed uint8 images [N, S, S] with ``model`` in inference mode.
+    """Embed images (uint8 [N, S, S] or [N, S, S, C], or image files) with ``model`` in
+    inference mode.
 
     Returns:
         float32 [N, D] numpy array.
@@ -64,7 +65,8 @@ def evaluate(embed_step, loss_step, params, test_images, test_labels):
         embed_step, loss_step: from :func:`model.model_fn.make_embed_step` and
             :func:`model.model_fn.make_loss_step`.
         params: :class:`model.params.Params`.
-        test_images: uint8 [N, S, S].
+        test_images: uint8 [N, S, S] or [N, S, S, C], or
+            :class:`~model.image_folder.ImageFiles`.
         test_labels: int [N].
 
     Returns:
@@ -111,10 +113,17 @@ def restore_model(model_dir, params, checkpoint="latest"):
     return model, path
 
 
+def load_test_split(params, model_dir, data_dir):
+    """The test split of ``data_dir`` as the run in ``model_dir`` reads it, and the class
+    names: (images, labels, class_names); see :func:`model.datasets.load`."""
+    data = datasets.load(params, data_dir, model_dir, splits=("test",))
+    return (*data.test, data.class_names)
+
+
 def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest"):
     """Evaluate a saved checkpoint on the test set; writes ``model_dir/metrics_eval.json``
     with the path of the checkpoint evaluated."""
-    test_images, test_labels = mnist_dataset.load_split(data_dir, "test")
+    test_images, test_labels, _ = load_test_split(params, model_dir, data_dir)
     model, path = restore_model(model_dir, params, checkpoint)
     results, _ = evaluate(make_embed_step(model, params), make_loss_step(params), params,
                           test_images, test_labels)

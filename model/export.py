@@ -1,9 +1,9 @@
 """Export the embedding network as a SavedModel.
 
 The SavedModel under ``model_dir/export`` has one function, ``embed(images)``, traced
-for uint8 images (0-255) and for float32 images (0-1), each [N, S, S] or [N, S, S, 1];
-``serving_default`` is the float32 [N, S, S, 1] version. ``export/source.json`` records
-the epoch whose network it holds.
+for uint8 images (0-255) and for float32 images (0-1), each [N, S, S, C] (C =
+``image_channels``) and, for grey networks, [N, S, S]; ``serving_default`` is the float32
+[N, S, S, C] version. ``export/source.json`` records the epoch whose network it holds.
 """
 
 import glob
@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from model import files, test_hooks
 from model.errors import UserError
+from model.model_fn import input_shape
 
 EXPORT_DIR = "export"
 # Written last into the export: the epoch of the network it holds.
@@ -24,17 +25,16 @@ SOURCE_FILE = "source.json"
 class EmbeddingModule(tf.Module):
     """A tf.Module that maps a batch of images of any of the supported layouts to embeddings."""
 
-    def __init__(self, model, image_size):
+    def __init__(self, model, input_shape):
         super().__init__()
         self.model = model
-        self.image_size = image_size
+        self.input_shape = list(input_shape)
 
     @tf.function
     def embed(self, images):
         if images.dtype == tf.uint8:
             images = tf.cast(images, tf.float32) / 255.0
-        images = tf.reshape(tf.cast(images, tf.float32),
-                            [-1, self.image_size, self.image_size, 1])
+        images = tf.reshape(tf.cast(images, tf.float32), [-1, *self.input_shape])
         return self.model(images, training=False)
 
 
@@ -48,13 +48,14 @@ def export_model(model, params, model_dir, epoch):
     Returns:
         the export's path.
     """
-    module = EmbeddingModule(model, params.image_size)
-    size = params.image_size
+    shape = input_shape(params)
+    module = EmbeddingModule(model, shape)
+    layouts = [[None, *shape]] + ([[None, *shape[:2]]] if shape[2] == 1 else [])
     signatures = {}
     for dtype in (tf.uint8, tf.float32):
-        for shape in ([None, size, size], [None, size, size, 1]):
-            concrete = module.embed.get_concrete_function(tf.TensorSpec(shape, dtype))
-            if dtype == tf.float32 and len(shape) == 4:
+        for layout in layouts:
+            concrete = module.embed.get_concrete_function(tf.TensorSpec(layout, dtype))
+            if dtype == tf.float32 and len(layout) == 4:
                 signatures["serving_default"] = concrete
     path = os.path.join(model_dir, EXPORT_DIR)
     remove_leftovers(model_dir)

@@ -1,12 +1,14 @@
 """The tf.data input pipelines (the original's ``input_fn``): train and test batches.
 
 It holds what the TF1 project's ``input_fn.py`` did, over in-memory IDX arrays (see
-:mod:`model.mnist_dataset`), plus the checks that the data suits the params and the
-balanced P x K batch sampler.
+:mod:`model.mnist_dataset`) or streamed image files (:mod:`model.image_folder`), plus
+the checks that the data suits the params and the balanced P x K batch sampler.
 
-Every pipeline is the same: a dataset of index batches, then one parallel ``map``
-that gathers a whole batch from the in-memory arrays and scales it from uint8 to
-float32 in [0, 1], then ``prefetch(AUTOTUNE)``. Only the index batches differ:
+Every pipeline is the same: an order of indices cut into batches, then the pixels of
+each batch (gathered a whole batch at a time from an in-memory array; read by NumPy
+from a memory-mapped cache; or decoded file by file in ``num_parallel_calls`` parallel
+calls and batched again), scaled from uint8 to float32 in [0, 1], augmented for
+training (:mod:`model.augment`), then ``prefetch(AUTOTUNE)``. Only the order differs:
 
 * random batches: all indices shuffled with a buffer of ``params.train_size``
   (the semantics of ``tf.data.Dataset.shuffle``), cut into batches of
@@ -14,7 +16,11 @@ float32 in [0, 1], then ``prefetch(AUTOTUNE)``. Only the index batches differ:
 * balanced batches (``num_classes_per_batch`` P, ``num_images_per_class`` K): each
   batch holds exactly P distinct classes with K distinct images each, see
   :func:`balanced_order`; ``N // (P * K)`` full batches per epoch.
-* test batches: the first ``eval_size`` examples in file order.
+* test batches: the first ``eval_size`` examples in their stored order (file order
+  for IDX, a seeded shuffle for class folders).
+
+Only the index order and the file names are held in memory for image files, so memory
+does not grow with the dataset.
 
 Resumable determinism: the order of epoch ``e`` comes from a NumPy generator seeded
 with ``(params.seed, e)`` alone, so a run resumed at epoch ``e`` with a fresh dataset
@@ -27,7 +33,9 @@ seed, which would tie the order to whatever else set it.
 import numpy as np
 import tensorflow as tf
 
+from model import augment
 from model.errors import UserError
+from model.image_folder import ImageFiles
 
 
 def check_data(images, labels, params):
@@ -62,7 +70,10 @@ def check_data(images, labels, params):
 
 
 def check_shapes(images, labels, params, split="train", path=None):
-    """Raise UserError unless images are [N, S, S] with S = params.image_size and one label each.
+    """Raise UserError unless there are images of the params' size, one label each.
+
+    Arrays must be [N, S, S] or [N, S, S, C] with S = params.image_size (IDX data is not
+    resized); :class:`~model.image_folder.ImageFiles` are resized when decoded.
 
     Args:
         split: "train" or "test", named in the messages (the train split is checked first,
@@ -71,11 +82,14 @@ def check_shapes(images, labels, params, split="train", path=None):
     """
     size = params.image_size
     where = f"the {split} images" + (f" ({path})" if path else "")
-    if images.ndim != 3 or len(images) == 0:
+    if isinstance(images, ImageFiles):
+        if not len(images):
+            raise UserError(f"{where}: no image files; add images to the class folders")
+    elif images.ndim not in (3, 4) or len(images) == 0:
         raise UserError(f"{where}: expected a non-empty stack of 2-D images [N, rows, cols], "
                         f"got shape {images.shape}; check that file")
-    if images.shape[1:] != (size, size):
-        rows, cols = images.shape[1:]
+    elif images.shape[1:3] != (size, size):
+        rows, cols = images.shape[1:3]
         if split != "train":
             fix = f"resize them to {size} x {size}, the size of the train images"
         elif rows == cols:
@@ -191,34 +205,79 @@ def _consecutive_batches(order, batch_size):
         lambda start: order[start:start + batch_size])
 
 
-def _gather_batches(images, labels, index_batches, params):
-    """Map int64 index batches to (float32 [b, S, S, 1] in [0, 1], int64 [b]) batches,
-    or to the images alone when ``labels`` is None."""
-    images = tf.constant(images)
-    labels = None if labels is None else tf.constant(labels, tf.int64)
+def _pixel_batches(images, index_batches, params, batch_size):
+    """Dataset of the uint8 [b, S, S, C'] images of each int64 index batch.
 
-    def gather(indices):
-        pixels = tf.cast(tf.gather(images, indices), tf.float32)[..., tf.newaxis] / 255.0
-        return pixels if labels is None else (pixels, tf.gather(labels, indices))
-
+    In-memory arrays are gathered a whole batch per call; a memory-mapped cache is read
+    by NumPy (only the rows asked for); image files are decoded one per call, in
+    parallel, and batched again (the same batches: ``batch_size`` is the index batches'
+    size, only the last may be smaller).
+    """
     # params.num_parallel_calls (4 in the original files) bounds the parallel maps.
-    return (index_batches
-            .map(gather, num_parallel_calls=params.num_parallel_calls)
-            .prefetch(tf.data.AUTOTUNE))
+    parallel = params.num_parallel_calls
+    if isinstance(images, ImageFiles):
+        paths = tf.constant(list(images.paths), tf.string)
+        return (index_batches.unbatch()
+                .map(lambda index: images.load(paths[index]), num_parallel_calls=parallel)
+                .batch(batch_size))
+    if isinstance(images, np.memmap):
+        shape = [None, *images.shape[1:]]
+
+        def read(indices):
+            pixels = tf.numpy_function(lambda rows: np.asarray(images[rows]), [indices],
+                                       tf.uint8, stateful=False)
+            return tf.ensure_shape(pixels, shape)
+
+        return index_batches.map(read, num_parallel_calls=parallel)
+    pixels = tf.constant(images)
+    return index_batches.map(lambda indices: tf.gather(pixels, indices),
+                             num_parallel_calls=parallel)
+
+
+def _to_float(pixels, params):
+    """uint8 [b, S, S] or [b, S, S, C] -> float32 [b, S, S, params.image_channels] in [0, 1]."""
+    if pixels.shape.rank == 3:
+        pixels = pixels[..., tf.newaxis]
+    if pixels.shape[-1] == 1 and params.image_channels == 3:
+        pixels = tf.tile(pixels, [1, 1, 1, 3])  # grey IDX data for an RGB network
+    return tf.cast(pixels, tf.float32) / 255.0
+
+
+def _batches(images, labels, order, params, batch_size, augment_epoch=None):
+    """(float images, int64 labels) batches of consecutive ``batch_size`` slices of
+    ``order`` (the images alone when ``labels`` is None), augmented with the seeds of
+    ``augment_epoch`` when given and the params ask for it."""
+    index_batches = _consecutive_batches(order, batch_size)
+    pixels = _pixel_batches(images, index_batches, params, batch_size)
+    if augment_epoch is not None and augment.enabled(params):
+        pixels = pixels.enumerate().map(
+            lambda index, batch: augment.augment_batch(
+                _to_float(batch, params), augment.batch_seed(params.seed, augment_epoch, index),
+                params),
+            num_parallel_calls=params.num_parallel_calls)
+    else:
+        pixels = pixels.map(lambda batch: _to_float(batch, params))
+    if labels is not None:
+        label_batches = _consecutive_batches(order, batch_size).map(
+            lambda indices, labels=tf.constant(labels, tf.int64): tf.gather(labels, indices))
+        pixels = tf.data.Dataset.zip(pixels, label_batches)
+    return pixels.prefetch(tf.data.AUTOTUNE)
 
 
 def train_dataset(images, labels, params, epoch):
-    """The training batches of one epoch.
+    """The training batches of one epoch, augmented as the params say.
 
     Args:
-        images: uint8 [N, S, S], S = ``params.image_size``.
+        images: uint8 [N, S, S] or [N, S, S, C] (S = ``params.image_size``), or
+            :class:`~model.image_folder.ImageFiles`.
         labels: int [N].
         params: :class:`model.params.Params`.
-        epoch: int >= 0; with ``params.seed`` it alone fixes the order.
+        epoch: int >= 0; with ``params.seed`` it alone fixes the order and the
+            augmentation.
 
     Returns:
-        ``tf.data.Dataset`` of (float32 [b, S, S, 1] in [0, 1], int64 [b]);
-        ``steps_per_epoch(N, params)`` batches.
+        ``tf.data.Dataset`` of (float32 [b, S, S, params.image_channels] in [0, 1],
+        int64 [b]); ``steps_per_epoch(N, params)`` batches.
 
     The caller checks the data once with :func:`check_data` (the balanced sampler
     needs every class to have ``num_images_per_class`` images).
@@ -226,43 +285,62 @@ def train_dataset(images, labels, params, epoch):
     rng = epoch_rng(params.seed, epoch)
     if params.balanced_batches:
         order = balanced_order(labels, params.num_classes_per_batch,
-                               params.num_images_per_class, rng)
-        index_batches = tf.data.Dataset.from_tensor_slices(order)
+                               params.num_images_per_class, rng).reshape(-1)
     else:
         order = buffered_shuffle(len(labels), params.train_size, rng)
-        index_batches = _consecutive_batches(order, params.batch_size)
-    return _gather_batches(images, labels, index_batches, params)
+    return _batches(images, labels, order, params, params.batch_size, augment_epoch=epoch)
 
 
 def test_dataset(images, labels, params, batch_size=None):
-    """The first ``params.eval_size`` examples (all if fewer) in file order.
+    """The first ``params.eval_size`` examples (all if fewer) in their stored order.
 
     Args:
-        images: uint8 [N, S, S].
+        images: as :func:`train_dataset`.
         labels: int [N].
         params: :class:`model.params.Params`.
         batch_size: images per batch; ``params.batch_size`` if None.
 
     Returns:
-        ``tf.data.Dataset`` of (float32 [b, S, S, 1] in [0, 1], int64 [b]), batches of
+        ``tf.data.Dataset`` of (float32 [b, S, S, C] in [0, 1], int64 [b]), batches of
         ``batch_size`` (the last one may be smaller).
     """
     check_shapes(images, labels, params, "test")
     count = min(params.eval_size, len(labels))
-    index_batches = _consecutive_batches(np.arange(count), batch_size or params.batch_size)
-    return _gather_batches(images, labels, index_batches, params)
+    return _batches(images, labels, np.arange(count), params, batch_size or params.batch_size)
 
 
 def image_batches(images, params, batch_size):
     """Every image in order, in batches of ``batch_size``, for embedding.
 
     Args:
-        images: uint8 [N, S, S].
+        images: as :func:`train_dataset`.
         params: :class:`model.params.Params`.
         batch_size: images per batch.
 
     Returns:
-        ``tf.data.Dataset`` of float32 [b, S, S, 1] in [0, 1] (the last batch may be smaller).
+        ``tf.data.Dataset`` of float32 [b, S, S, C] in [0, 1] (the last batch may be smaller).
     """
-    return _gather_batches(images, None, _consecutive_batches(np.arange(len(images)), batch_size),
-                           params)
+    return _batches(images, None, np.arange(len(images)), params, batch_size)
+
+
+# Images decoded per batch by decode_all: a few MB at 64 x 64 RGB.
+_DECODE_BATCH = 256
+
+
+def decode_all(images, params, out=None):
+    """The uint8 pixels of every image, [N, S, S, C] (C as stored: 1 for IDX arrays).
+
+    Image files are decoded in parallel, a batch at a time, into ``out`` (e.g. a
+    memory-mapped file) or a new array; arrays come back as they are.
+    """
+    if not isinstance(images, ImageFiles):
+        images = np.asarray(images)
+        return images if images.ndim == 4 else images[..., np.newaxis]
+    if out is None:
+        out = np.empty(images.shape, np.uint8)
+    index_batches = _consecutive_batches(np.arange(len(images)), _DECODE_BATCH)
+    start = 0
+    for batch in _pixel_batches(images, index_batches, params, _DECODE_BATCH).prefetch(2):
+        out[start:start + len(batch)] = batch.numpy()
+        start += len(batch)
+    return out

@@ -1,7 +1,7 @@
 """The network, the optimizer and the steps of a run (the original's ``model_fn``, in TF2).
 
 It holds what the TF1 project's ``model_fn`` built as one graph, now as separate
-pieces: the original CNN (two conv blocks, then one dense layer to
+pieces: the original CNN (two conv blocks by default, then one dense layer to
 ``embedding_size``) as a Keras 3 model, Adam, the loss of ``params.triplet_strategy``
 with its TensorBoard summaries, and the ``tf.function`` steps built once per run
 (train, embed, evaluation loss). Under a ``tf.distribute`` strategy the embeddings and
@@ -18,9 +18,10 @@ from model import triplet_loss
 
 
 def build_model(params, dtype_policy=None):
-    """The original CNN: 2 x [3x3 conv, optional batch norm, ReLU, 2x2 max-pool], dense.
+    """The original CNN: ``num_conv_blocks`` (2) x [3x3 conv, optional batch norm, ReLU,
+    2x2 max-pool], then one dense layer. Block i has ``num_channels * 2**i`` filters.
 
-    Input: float images [batch, image_size, image_size, 1] in [0, 1].
+    Input: float images [batch, image_size, image_size, image_channels] in [0, 1].
     Output: float32 embeddings [batch, embedding_size], L2-normalised if
     ``params.l2_normalize``. ``dtype_policy`` (e.g. "float32") overrides Keras's global
     policy for the hidden layers; the embedding layer always computes in float32.
@@ -28,9 +29,10 @@ def build_model(params, dtype_policy=None):
     # A synchronised batch norm keeps the statistics of the global batch under a
     # strategy, so a distributed step normalises exactly like the single-device one.
     synchronized = params.distribution != "none"
-    inputs = keras.Input((params.image_size, params.image_size, 1), name="images")
+    inputs = keras.Input(input_shape(params), name="images")
     out = inputs
-    for block, channels in enumerate((params.num_channels, 2 * params.num_channels), 1):
+    widths = [params.num_channels * 2 ** block for block in range(params.num_conv_blocks)]
+    for block, channels in enumerate(widths, 1):
         out = keras.layers.Conv2D(channels, 3, padding="same", dtype=dtype_policy,
                                   name=f"block_{block}_conv")(out)
         if params.use_batch_norm:
@@ -73,8 +75,13 @@ def compute_loss(params, labels, embeddings):
     return loss, {**summaries, "embedding_mean_norm": tf.reduce_mean(norms)}
 
 
+def input_shape(params):
+    """The shape of one input image: (image_size, image_size, image_channels)."""
+    return (params.image_size, params.image_size, params.image_channels)
+
+
 def _image_spec(params):
-    return (tf.TensorSpec([None, params.image_size, params.image_size, 1], tf.float32),
+    return (tf.TensorSpec([None, *input_shape(params)], tf.float32),
             tf.TensorSpec([None], tf.int64))
 
 

@@ -26,6 +26,9 @@ STRATEGIES = ("batch_all", "batch_hard", "batch_semihard")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 # The names of model.distances.METRICS (TensorFlow Addons' distance_metric names).
 DISTANCES = ("L2", "squared-L2", "angular")
+# model.images.RESIZE_MODES (not imported: this module loads without TensorFlow).
+RESIZE_MODES = ("pad", "crop", "stretch")
+CACHE_MODES = ("memory", "file")
 PARAMS_FILENAME = "params.json"
 RESOLVED_PARAMS_FILENAME = "params_resolved.json"
 # The largest batch the exact batch-all indexes with int32 (B * B < 2^31).
@@ -51,8 +54,10 @@ class Params:
     num_epochs: int = _key(20, "epochs to train; raise it and run again to train longer",
                            at_least=1, at_most=10**6)
     # Network.
-    num_channels: int = _key(32, "filters of the first conv block (the second has twice as "
-                                 "many)", at_least=1, at_most=4096)
+    num_channels: int = _key(32, "filters of the first conv block (each next block has twice "
+                                 "as many)", at_least=1, at_most=4096)
+    num_conv_blocks: int = _key(2, "conv blocks (3x3 conv, ReLU, 2x2 max-pool); 3-4 for 64-128 "
+                                   "px images", at_least=1, at_most=8)
     use_batch_norm: bool = _key(False, "batch norm after each conv")
     bn_momentum: float = _key(0.9, "batch-norm moving-average momentum", at_least=0.0,
                               at_most=1.0)
@@ -67,9 +72,20 @@ class Params:
                                          "with squared", choices=DISTANCES)
     soft_margin: bool = _key(False, "softplus(d(a,p) - d(a,n)) instead of the hinge")
     # Data.
-    image_size: int = _key(28, "image height and width; must match the data", at_least=1,
-                           at_most=4096)
-    num_labels: int = _key(10, "number of classes", at_least=2, at_most=2**31 - 1)
+    image_size: int = _key(28, "image height and width (IDX data must have it; images of "
+                               "class folders are resized to it)", at_least=1, at_most=4096)
+    image_channels: int = _key(1, "1 (grey) or 3 (RGB): images are converted to it",
+                               at_least=1, at_most=3)
+    resize: str = _key("pad", "how class-folder images become square: pad, crop or stretch",
+                       choices=RESIZE_MODES)
+    num_labels: Optional[int] = _key(None, "number of train classes; null: from the data",
+                                     at_least=2, at_most=2**31 - 1)
+    test_fraction: float = _key(0.2, "share of each class held out as the test split when "
+                                     "the class folders have no test/", above=0.0,
+                                at_most=0.9)
+    cache: Optional[str] = _key(None, "keep decoded class-folder images in memory or in "
+                                      "MODEL_DIR/cache/; null: decode every epoch",
+                                choices=CACHE_MODES)
     train_size: int = _key(50000, "shuffle buffer of the training set", at_least=1,
                            at_most=2**31 - 1)
     eval_size: int = _key(10000, "evaluate on the first eval_size test images", at_least=1,
@@ -80,6 +96,16 @@ class Params:
                                                 at_least=2, at_most=MAX_BATCH)
     num_images_per_class: Optional[int] = _key(None, "K of balanced P x K batches",
                                                at_least=2, at_most=MAX_BATCH)
+    # Augmentation of the training batches (all off by default, as in the original).
+    augment_translate: int = _key(0, "random shift of up to this many pixels", at_least=0,
+                                  at_most=4096)
+    augment_crop: float = _key(1.0, "random square crop of side [augment_crop, 1] x the "
+                                    "image, resized back; 1: off", above=0.0, at_most=1.0)
+    augment_flip: bool = _key(False, "random left-right flips")
+    augment_brightness: float = _key(0.0, "random brightness delta in [-b, b]", at_least=0.0,
+                                     at_most=1.0)
+    augment_contrast: float = _key(0.0, "random contrast factor in [1 - c, 1 + c]",
+                                   at_least=0.0, at_most=1.0)
     # Run.
     seed: int = _key(230, "seeds everything: weights, data order, every epoch's shuffle",
                      at_least=0, at_most=2**31 - 1)
@@ -216,10 +242,21 @@ def _check_consistency(params, source):
         raise UserError(
             f"{source}: 'batch_size' is {params.batch_size} but num_classes_per_batch x "
             f"num_images_per_class = {p} x {k} = {p * k}; make batch_size {p * k}")
-    if p is not None and p > params.num_labels:
+    if p is not None and params.num_labels is not None and p > params.num_labels:
         raise UserError(
             f"{source}: 'num_classes_per_batch' is {p} but there are only "
             f"num_labels = {params.num_labels} classes; lower it")
+    if params.image_channels == 2:
+        raise UserError(f"{source}: 'image_channels' is 2; use 1 (grey) or 3 (RGB)")
+    if params.image_size < 2 ** params.num_conv_blocks:
+        raise UserError(
+            f"{source}: {params.num_conv_blocks} conv blocks halve the image "
+            f"{params.num_conv_blocks} times, more than image_size {params.image_size} allows; "
+            f"lower num_conv_blocks or raise image_size to at least {2 ** params.num_conv_blocks}")
+    if params.augment_translate >= params.image_size:
+        raise UserError(
+            f"{source}: 'augment_translate' is {params.augment_translate} pixels, the whole "
+            f"image (image_size {params.image_size}); use a few pixels")
     if params.squared and params.distance not in (None, "squared-L2"):
         raise UserError(
             f"{source}: 'squared' is true but 'distance' is {json.dumps(params.distance)}; "

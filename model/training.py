@@ -9,6 +9,7 @@ Layout of a model_dir (``params.json`` is the user's; everything else is written
     train/, eval/           TensorBoard event files (eval/ also holds the HParams record)
     metrics_eval_untrained.json, metrics_eval_last.json, metrics_eval_best.json
     export/, verification.json   the final network and its same / different threshold
+    dataset.json            the data the run reads (model.datasets); cache/ its decoded images
     .lock                   held by the process training in the folder
 
 What a crash can leave half-done is completed by the next run of the same command
@@ -17,6 +18,7 @@ writes the record of its epoch if that was lost, and re-exports and re-calibrate
 the export or ``verification.json`` is missing or belongs to another epoch.
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -27,21 +29,21 @@ import time
 import keras
 import tensorflow as tf
 
-from model import (checkpoints, evaluation, export, files, input_fn, metrics, mnist_dataset,
-                   test_hooks)
+from model import checkpoints, datasets, evaluation, export, files, input_fn, test_hooks
 from model.checkpoints import CHECKPOINT_DIRS
 from model.distribute import is_chief, worker_checkpoint_dir
 from model.errors import UserError
 from model.model_fn import (build_model, build_plain_model, make_embed_step, make_loss_step,
                             make_optimizer, make_train_step)
-from model.params import RESOLVED_PARAMS_FILENAME, save_params
+from model.params import RESOLVED_PARAMS_FILENAME, Params, save_params
 
 # The figure that picks the best checkpoint: retrieval quality is comparable across
 # strategies and margins, the loss is not.
 BEST_METRIC = "map_at_r"
 # Keys that may change between a run and its resumption without changing what the
 # checkpoints mean (e.g. train for more epochs).
-RESUMABLE_CHANGES = ("num_epochs", "save_summary_steps", "keep_checkpoint_max")
+RESUMABLE_CHANGES = ("num_epochs", "save_summary_steps", "keep_checkpoint_max", "cache",
+                     "num_parallel_calls")
 METRICS_FILES = {kind: f"metrics_eval_{kind}.json" for kind in ("untrained", "last", "best")}
 
 
@@ -140,6 +142,10 @@ class Run:
 
 def _check_same_params(saved, params, model_dir):
     current = params.to_dict()
+    # Keys added since the run was saved held their (unchanged) defaults then.
+    saved = {**Params().to_dict(), **saved}
+    if current["num_labels"] is None:  # not yet resolved from the data: any count agrees
+        current["num_labels"] = saved["num_labels"]
     changed = sorted(k for k in set(saved) | set(current)
                      if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
@@ -149,16 +155,19 @@ def _check_same_params(saved, params, model_dir):
             "copy params.json to a new folder for a new experiment, or undo the change to resume")
 
 
-def check_model_dir(params, model_dir):
-    """Refuse to resume a run trained with other params (other than resumable keys).
+def check_model_dir(params, model_dir, data=None):
+    """Refuse to resume a run trained with other params (other than resumable keys), or
+    on other classes than ``data``'s (a :class:`model.datasets.Data`).
 
-    Checked before anything is written, against ``params_resolved.json``, whenever the
-    folder holds any checkpoint file (the checkpoint's own copy of the params is checked
-    again when it is restored).
+    Checked before anything is written, against ``params_resolved.json`` and
+    ``dataset.json``, whenever the folder holds any checkpoint file (the checkpoint's own
+    copy of the params is checked again when it is restored).
     """
     if not any(checkpoints.checkpoint_files(os.path.join(model_dir, folder))
                for folder in CHECKPOINT_DIRS.values()):
         return
+    if data is not None:
+        datasets.check_same_classes(data, model_dir)
     path = os.path.join(model_dir, RESOLVED_PARAMS_FILENAME)
     record = files.read_json(path)
     if record is None:
@@ -214,38 +223,6 @@ def check_writable(model_dir):
                         "experiment to a folder you can write to")
 
 
-def load_data(params, data_dir):
-    """The train and test splits, checked against ``params`` before anything trains.
-
-    Raises:
-        UserError: data the params cannot train on, labels outside [0, num_labels), or a
-            test set on which the verification threshold cannot be calibrated.
-    """
-    train = mnist_dataset.load_split(data_dir, "train")
-    test = mnist_dataset.load_split(data_dir, "test")
-    for split, (images, labels) in (("train", train), ("test", test)):
-        input_fn.check_shapes(images, labels, params, split,
-                              mnist_dataset.split_path(data_dir, split, "images"))
-        _check_label_range(labels, params, mnist_dataset.split_path(data_dir, split, "labels"))
-    input_fn.check_data(*train, params)
-    eval_labels = test[1][:params.eval_size]
-    try:
-        metrics.check_calibration(eval_labels, seed=params.seed)
-    except UserError as err:
-        raise UserError(f"{err}: the first eval_size = {min(params.eval_size, len(test[1]))} "
-                        "test images cannot calibrate the verification threshold; raise "
-                        "eval_size or use a test set with more classes") from None
-    return train, test
-
-
-def _check_label_range(labels, params, path):
-    if labels.size and (labels.min() < 0 or labels.max() >= params.num_labels):
-        bad = int(labels.max()) if labels.max() >= params.num_labels else int(labels.min())
-        raise UserError(f"{path}: label {bad} is outside [0, num_labels = {params.num_labels}); "
-                        f'set "num_labels": {int(labels.max()) + 1} in params.json, or fix the '
-                        "labels")
-
-
 def train_and_evaluate(params, model_dir, data_dir, strategy=None):
     """Train ``params`` in ``model_dir``, resuming from its newest readable checkpoint.
 
@@ -258,9 +235,10 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
     chief = is_chief(strategy or tf.distribute.get_strategy())
     if chief:
         check_writable(model_dir)
-    with files.exclusive_lock(model_dir) if chief else _no_lock():
-        check_model_dir(params, model_dir)
-        data = load_data(params, data_dir)
+    with files.exclusive_lock(model_dir) if chief else contextlib.nullcontext():
+        data = datasets.for_training(params, data_dir, model_dir)
+        params = data.params
+        check_model_dir(params, model_dir, data)
         logging.info("Training %s (%s, margin %s) on %s", model_dir, params.triplet_strategy,
                      params.margin, data_dir)
         seed_everything(params.seed)
@@ -268,15 +246,9 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
         restored = run.restore_latest()
         if run.chief:
             save_params(params, model_dir)
-        return _train(run, params, model_dir, data, restored)
-
-
-class _no_lock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+            datasets.save_record(data, model_dir)
+        data = datasets.cached(data, model_dir)
+        return _train(run, params, model_dir, (data.train, data.test), restored)
 
 
 def _train(run, params, model_dir, data, restored):

@@ -33,11 +33,15 @@ MAX_SPRITE_SIDE = 8192
 
 
 def _as_images(images, name="images"):
+    """uint8 [N, h, w] (grey) or [N, h, w, 3] (RGB); [N, h, w, 1] becomes [N, h, w]."""
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[0] == 0:
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if (images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[0] == 0
+            or (images.ndim == 4 and images.shape[-1] != 3)):
         raise ValueError(
-            f"{name} must be a non-empty uint8 array [N, height, width], got "
-            f"{images.dtype} {images.shape}; convert grey images to uint8 0-255")
+            f"{name} must be a non-empty uint8 array [N, height, width] or [N, height, "
+            f"width, 3], got {images.dtype} {images.shape}; convert images to uint8 0-255")
     return images
 
 
@@ -78,19 +82,41 @@ def make_sprite(images):
     """Tile thumbnails into the square grid TensorBoard's projector expects.
 
     Args:
-        images: uint8 [N, h, w].
+        images: uint8 [N, h, w] (grey) or [N, h, w, 3] (colour).
 
     Returns:
-        uint8 [side * h, side * w] with side = ceil(sqrt(N)): image i at row
-        i // side, column i % side; the cells after the last image are 0
-        (black, the MNIST background).
+        uint8 [side * h, side * w] (or [side * h, side * w, 3]) with side =
+        ceil(sqrt(N)): image i at row i // side, column i % side; the cells after the
+        last image are 0 (black, the MNIST background).
     """
     images = _as_images(images)
-    n, h, w = images.shape
+    n, h, w = images.shape[:3]
+    colours = images.shape[3:]
     side = math.ceil(math.sqrt(n))
-    cells = np.zeros((side * side, h, w), np.uint8)
+    cells = np.zeros((side * side, h, w, *colours), np.uint8)
     cells[:n] = images
-    return cells.reshape(side, side, h, w).transpose(0, 2, 1, 3).reshape(side * h, side * w)
+    return (cells.reshape(side, side, h, w, *colours).swapaxes(1, 2)
+            .reshape(side * h, side * w, *colours))
+
+
+def thumbnails(images):
+    """The images shrunk (area-averaged) just enough for their sprite to fit the
+    projector's :data:`MAX_SPRITE_SIDE`; unchanged when it already fits.
+
+    Args:
+        images: uint8 [N, h, w] or [N, h, w, C].
+    """
+    images = _as_images(images)
+    side = math.ceil(math.sqrt(len(images)))
+    largest = max(images.shape[1:3])
+    if side * largest <= MAX_SPRITE_SIDE:
+        return images
+    scale = (MAX_SPRITE_SIDE // side) / largest
+    height, width = (max(1, int(dim * scale)) for dim in images.shape[1:3])
+    pixels = images if images.ndim == 4 else images[..., None]
+    small = tf.image.resize(tf.cast(pixels, tf.float32), [height, width], method="area")
+    small = tf.cast(tf.clip_by_value(tf.round(small), 0, 255), tf.uint8).numpy()
+    return small if images.ndim == 4 else small[..., 0]
 
 
 def projector_tensor_key(tensor_name):
@@ -111,7 +137,8 @@ def write_projector(log_dir, embeddings, labels, images, tensor_name="test_embed
         log_dir: folder given to ``tensorboard --logdir`` (created if missing).
         embeddings: float [N, D].
         labels: [N] labels, written one per row to ``metadata.tsv``.
-        images: uint8 [N, h, w] thumbnails of the same rows, in the same order.
+        images: uint8 [N, h, w] or [N, h, w, 3] thumbnails of the same rows, in the same
+            order (see :func:`thumbnails` for images too large for one sprite).
         tensor_name: name of the variable in the checkpoint (a Python identifier).
 
     Returns:
@@ -136,7 +163,7 @@ def write_projector(log_dir, embeddings, labels, images, tensor_name="test_embed
         raise ValueError("labels must not contain tabs or newlines; they are written "
                          "one per line to metadata.tsv")
     side = math.ceil(math.sqrt(n))
-    if side * max(images.shape[1:]) > MAX_SPRITE_SIDE:
+    if side * max(images.shape[1:3]) > MAX_SPRITE_SIDE:
         raise ValueError(
             f"the sprite would be {side * images.shape[2]} x {side * images.shape[1]} pixels "
             f"but the projector accepts at most {MAX_SPRITE_SIDE} per side; use fewer or "

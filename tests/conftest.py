@@ -95,3 +95,36 @@ def trained_run(tmp_path_factory):
     (model_dir / "params.json").write_text(json.dumps(TINY_PARAMS))
     training.train_and_evaluate(params_from_dict(TINY_PARAMS), str(model_dir), data_dir)
     return str(model_dir), data_dir
+
+
+def write_image_folders(root, num_train=120, num_test=50, num_classes=4, size=28,
+                        formats=("png", "jpg"), colour=True, with_test=True, sizes=None):
+    """Class folders ``root/train/class_<c>/`` (and ``root/test/``) of synthetic images.
+
+    The images are :func:`synthetic_digits` (the class is a bar's row), tinted per class
+    when ``colour`` (RGB; "mixed": every other image), saved alternately in ``formats``; ``sizes`` (a list of
+    (height, width)) gives the images other sizes in turn, resized from the square ones.
+    Returns the root as a string.
+    """
+    import os
+
+    splits = (("train", num_train, 1), ("test", num_test, 2))[:2 if with_test else 1]
+    for split, count, seed in splits:
+        images, labels = synthetic_digits(count, num_classes=num_classes, size=size, seed=seed)
+        for i, (image, label) in enumerate(zip(images, labels.tolist())):
+            pixels = image[..., None]
+            if colour is True or (colour == "mixed" and i % 2):
+                tint = np.array([(label * 67) % 256, 255 - (label * 37) % 256, 128], np.float32)
+                pixels = (pixels * (0.5 + tint / 512)).clip(0, 255).astype(np.uint8)
+            if sizes:
+                height, width = sizes[i % len(sizes)]
+                pixels = tf.cast(tf.round(tf.image.resize(pixels, [height, width])),
+                                 tf.uint8).numpy()
+            folder = os.path.join(str(root), split, f"class_{label}")
+            os.makedirs(folder, exist_ok=True)
+            fmt = formats[i % len(formats)]
+            encoded = (tf.io.encode_png(pixels) if fmt == "png"
+                       else tf.io.encode_jpeg(pixels, quality=95))
+            with open(os.path.join(folder, f"{split}_{i:04d}.{fmt}"), "wb") as f:
+                f.write(encoded.numpy())
+    return str(root)

@@ -77,16 +77,25 @@ def write_png(path, array):
 
 def test_read_image_conversions_and_errors(tmp_path):
     gray = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28, 1)
-    np.testing.assert_array_equal(cli.read_image(write_png(tmp_path / "g.png", gray), 28),
-                                  gray[..., 0])
+    np.testing.assert_array_equal(cli.read_image(write_png(tmp_path / "g.png", gray), 28), gray)
     rgba = np.concatenate([np.repeat(gray, 3, axis=2), np.full_like(gray, 7)], axis=2)
-    np.testing.assert_array_equal(cli.read_image(write_png(tmp_path / "c.png", rgba), 28),
-                                  gray[..., 0])
+    np.testing.assert_array_equal(cli.read_image(write_png(tmp_path / "c.png", rgba), 28), gray)
+    # For a colour network: grey is repeated, the alpha channel dropped.
+    np.testing.assert_array_equal(cli.read_image(str(tmp_path / "g.png"), 28, channels=3),
+                                  np.repeat(gray, 3, axis=2))
+    np.testing.assert_array_equal(cli.read_image(str(tmp_path / "c.png"), 28, channels=3),
+                                  rgba[..., :3])
     big = np.full((56, 56, 1), 200, np.uint8)
     with pytest.raises(UserError, match="56x56, the model expects 28x28"):
         cli.read_image(write_png(tmp_path / "big.png", big), 28)
     np.testing.assert_array_equal(
-        cli.read_image(str(tmp_path / "big.png"), 28, resize=True), np.full((28, 28), 200))
+        cli.read_image(str(tmp_path / "big.png"), 28, resize=True), np.full((28, 28, 1), 200))
+    # A wide image padded (the default) keeps its aspect with black bars above and below.
+    wide = np.full((28, 56, 1), 200, np.uint8)
+    padded = cli.read_image(write_png(tmp_path / "wide.png", wide), 28, resize=True)
+    np.testing.assert_array_equal(padded[7:21], 200)
+    np.testing.assert_array_equal(padded[:7], 0)
+    np.testing.assert_array_equal(padded[21:], 0)
     (tmp_path / "text.png").write_text("not an image")
     with pytest.raises(UserError, match="not a PNG"):
         cli.read_image(str(tmp_path / "text.png"), 28)

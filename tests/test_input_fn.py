@@ -217,3 +217,73 @@ def test_image_batches_hold_every_image_in_order():
     assert [len(b) for b in batches] == [5, 5, 5, 5, 4]
     np.testing.assert_array_equal(np.concatenate(batches)[..., 0],
                                   images.astype(np.float32) / 255)
+
+
+def as_png_files(images, folder):
+    """Each uint8 [S, S] image saved losslessly as folder/i.png; their ImageFiles."""
+    from model.image_folder import ImageFiles
+
+    paths = []
+    for i, image in enumerate(images):
+        path = str(folder / f"{i}.png")
+        tf.io.write_file(path, tf.io.encode_png(image[..., None]))
+        paths.append(path)
+    return ImageFiles(paths, SIZE, 1, "pad")
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_image_files_give_the_batches_of_the_array(tmp_path, balanced):
+    images, labels = make_data([12, 9, 11])
+    files = as_png_files(images, tmp_path)
+    changes = dict(num_classes_per_batch=3, num_images_per_class=3, batch_size=9) if balanced \
+        else dict(batch_size=7, train_size=10)
+    p = params(**changes)
+    for epoch in (0, 1):
+        from_files = epoch_indices(input_fn.train_dataset(files, labels, p, epoch), images, labels)
+        from_array = epoch_indices(input_fn.train_dataset(images, labels, p, epoch), images,
+                                   labels)
+        assert [b.tolist() for b in from_files] == [b.tolist() for b in from_array]
+    np.testing.assert_array_equal(input_fn.decode_all(files, p)[..., 0], images)
+    embedded = np.concatenate([b.numpy() for b in input_fn.image_batches(files, p, 5)])
+    np.testing.assert_array_equal(embedded[..., 0], images / np.float32(255))
+
+
+def test_a_memory_mapped_cache_gives_the_batches_of_the_array(tmp_path):
+    images, labels = make_data([12, 9, 11])
+    path = str(tmp_path / "cache.npy")
+    np.save(path, images[..., None])
+    mapped = np.load(path, mmap_mode="r")
+    p = params(batch_size=7)
+    from_cache = epoch_indices(input_fn.train_dataset(mapped, labels, p, 0), images, labels)
+    from_array = epoch_indices(input_fn.train_dataset(images, labels, p, 0), images, labels)
+    assert [b.tolist() for b in from_cache] == [b.tolist() for b in from_array]
+
+
+def test_grey_data_for_a_colour_network_is_repeated_over_three_channels():
+    images, labels = make_data([10, 10])
+    p = params(image_channels=3, batch_size=5)
+    batch, _ = next(iter(input_fn.test_dataset(images, labels, p)))
+    assert batch.shape == (5, SIZE, SIZE, 3)
+    np.testing.assert_array_equal(batch[..., 0], batch[..., 2])
+    np.testing.assert_allclose(batch[..., 1], images[:5] / np.float32(255))
+
+
+def test_augmentation_changes_only_training_batches_and_is_seeded_by_epoch():
+    images, labels = make_data([20, 20])
+    p = params(batch_size=8, augment_translate=1, augment_brightness=0.1)
+    first = [b.numpy() for b, _ in input_fn.train_dataset(images, labels, p, 0)]
+    again = [b.numpy() for b, _ in input_fn.train_dataset(images, labels, p, 0)]
+    plain = [b.numpy() for b, _ in input_fn.train_dataset(images, labels,
+                                                          params(batch_size=8), 0)]
+    for a, b, c in zip(first, again, plain):
+        np.testing.assert_array_equal(a, b)
+        assert not np.allclose(a, c)
+    tested = np.concatenate([b.numpy() for b, _ in input_fn.test_dataset(images, labels, p)])
+    np.testing.assert_array_equal(tested[..., 0], images / np.float32(255))
+
+
+def test_image_files_need_at_least_one_file():
+    from model.image_folder import ImageFiles
+
+    with pytest.raises(UserError, match="no image files"):
+        input_fn.check_shapes(ImageFiles([], SIZE, 1, "pad"), np.zeros(0, np.int64), params())

@@ -14,6 +14,7 @@ import tensorflow as tf
 from model import evaluation, input_fn, model_fn, training
 from model.errors import UserError
 from model.params import Params
+from conftest import write_image_folders
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(batch_size=32, num_epochs=2, num_channels=4, embedding_size=8, train_size=240,
@@ -38,8 +39,8 @@ def event_tags(folder):
     return tags
 
 
-def weights_of(model_dir, checkpoint="latest"):
-    model, _ = evaluation.restore_model(model_dir, tiny_params(), checkpoint)
+def weights_of(model_dir, checkpoint="latest", params=None):
+    model, _ = evaluation.restore_model(model_dir, params or tiny_params(), checkpoint)
     return [w.numpy() for w in model.weights]
 
 
@@ -121,9 +122,19 @@ def test_resume_continues_and_finished_run_does_nothing(tmp_path, tiny_data_dir)
     assert os.path.getmtime(os.path.join(model_dir, "checkpoints", "checkpoint")) == mtime
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, tiny_data_dir, monkeypatch):
+AUGMENTED = dict(augment_translate=2, augment_crop=0.8, augment_brightness=0.1,
+                 augment_contrast=0.1)
+
+
+@pytest.mark.parametrize("data", ["idx", "idx augmented", "folders augmented"])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, tiny_data_dir, monkeypatch,
+                                                       data):
+    params = tiny_params(**(AUGMENTED if "augmented" in data else {}))
+    if data.startswith("folders"):
+        tiny_data_dir = write_image_folders(tmp_path / "folders", sizes=[(28, 28), (30, 24)])
+        params = params.replace(image_channels=3, augment_flip=True)
     straight = str(tmp_path / "straight")
-    training.train_and_evaluate(tiny_params(), straight, tiny_data_dir)
+    training.train_and_evaluate(params, straight, tiny_data_dir)
 
     resumed = str(tmp_path / "resumed")
     real_train_dataset = input_fn.train_dataset
@@ -136,12 +147,12 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, tiny_data_dir, 
 
     monkeypatch.setattr(input_fn, "train_dataset", dies_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        training.train_and_evaluate(tiny_params(), resumed, tiny_data_dir)
+        training.train_and_evaluate(params, resumed, tiny_data_dir)
     assert tf.train.latest_checkpoint(os.path.join(resumed, "checkpoints")).endswith("ckpt-1")
     monkeypatch.setattr(input_fn, "train_dataset", real_train_dataset)
-    training.train_and_evaluate(tiny_params(), resumed, tiny_data_dir)
+    training.train_and_evaluate(params, resumed, tiny_data_dir)
 
-    for a, b in zip(weights_of(straight), weights_of(resumed)):
+    for a, b in zip(weights_of(straight, params=params), weights_of(resumed, params=params)):
         np.testing.assert_array_equal(a, b)
 
 
@@ -227,3 +238,47 @@ def test_cli_train_then_evaluate(tmp_path, tiny_data_dir):
     shutil.copy(os.path.join(tiny_data_dir, "train-labels-idx1-ubyte.gz"), partial)
     missing = run_script("train.py", "--model_dir", str(model_dir), "--data_dir", str(partial))
     assert missing.returncode == 2 and "train-images-idx3-ubyte" in missing.stderr
+
+
+def test_cli_on_image_folders_trains_evaluates_visualizes_and_embeds(tmp_path):
+    """PNG and JPEG, grey and RGB, several sizes, a class only in test/: the whole app."""
+    data_dir = write_image_folders(tmp_path / "data", num_train=120, num_test=48, num_classes=4,
+                                   colour="mixed", sizes=[(28, 28), (36, 28), (20, 24)])
+    unseen = os.path.join(data_dir, "test", "unseen class")
+    shutil.copytree(os.path.join(data_dir, "test", "class_0"), unseen)
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text(json.dumps({
+        **TINY, "num_epochs": 1, "image_size": 24, "image_channels": 3, "num_conv_blocks": 3,
+        "eval_size": 1000, "augment_translate": 2, "augment_flip": True, "cache": "file"}))
+    result = run_script("train.py", "--model_dir", str(model_dir), "--data_dir", data_dir)
+    assert result.returncode == 0, result.stderr
+    assert "3 sizes" in result.stderr and "1 test class(es) are not in" in result.stderr
+    record = json.load(open(model_dir / "dataset.json"))
+    assert record["class_names"] == ["class_0", "class_1", "class_2", "class_3", "unseen class"]
+    assert json.load(open(model_dir / "params_resolved.json"))["params"]["num_labels"] == 4
+    assert os.listdir(model_dir / "cache")
+
+    result = run_script("evaluate.py", "--model_dir", str(model_dir), "--data_dir", data_dir)
+    assert result.returncode == 0, result.stderr
+    evaluated = json.load(open(model_dir / "metrics_eval.json"))
+    last = json.load(open(model_dir / "metrics_eval_last.json"))
+    assert evaluated["map_at_r"] == pytest.approx(last["map_at_r"])
+
+    result = run_script("visualize_embeddings.py", "--model_dir", str(model_dir), "--data_dir",
+                        data_dir)
+    assert result.returncode == 0, result.stderr
+    names = (model_dir / "metadata.tsv").read_text().splitlines()
+    assert len(names) == 60 and set(names) == set(record["class_names"])
+    sprite = tf.io.decode_png(tf.io.read_file(str(model_dir / "sprite.png"))).numpy()
+    assert sprite.shape == (8 * 24, 8 * 24, 3)  # ceil(sqrt(60)) = 8 colour cells of 24 px
+    assert os.path.getsize(model_dir / "embeddings.png") > 0
+
+    first, second = (os.path.join(data_dir, "test", name, sorted(os.listdir(
+        os.path.join(data_dir, "test", name)))[0]) for name in ("class_0", "class_1"))
+    result = run_script("embed.py", "--model_dir", str(model_dir), "--resize", first, second)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("[") == 2 and "threshold" in result.stdout
+    module = tf.saved_model.load(str(model_dir / "export"))
+    assert module.signatures["serving_default"].structured_input_signature[1][
+        "images"].shape.as_list() == [None, 24, 24, 3]

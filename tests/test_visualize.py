@@ -72,12 +72,34 @@ def test_mnist_test_set_gives_a_100_by_100_sprite():
 
 @pytest.mark.parametrize("images", [
     np.zeros((4, 5, 5), np.float32),
-    np.zeros((4, 5, 5, 1), np.uint8),
+    np.zeros((4, 5, 5, 2), np.uint8),
+    np.zeros((4, 5), np.uint8),
     np.zeros((0, 5, 5), np.uint8),
 ])
-def test_sprite_rejects_other_than_uint8_n_h_w(images):
-    with pytest.raises(ValueError, match=r"uint8 array \[N, height, width\]"):
+def test_sprite_rejects_other_than_uint8_grey_or_rgb(images):
+    with pytest.raises(ValueError, match=r"uint8 array \[N, height, width\] or \[N, height, "
+                                         r"width, 3\]"):
         visualize.make_sprite(images)
+
+
+def test_colour_sprite_keeps_the_colours_and_single_channel_is_grey():
+    images = np.random.default_rng(0).integers(0, 256, (5, 4, 6, 3), dtype=np.uint8)
+    sprite = visualize.make_sprite(images)
+    assert sprite.shape == (3 * 4, 3 * 6, 3)
+    np.testing.assert_array_equal(sprite[4:8, 6:12], images[4])
+    np.testing.assert_array_equal(visualize.make_sprite(images[..., :1]),
+                                  visualize.make_sprite(images[..., 0]))
+
+
+def test_thumbnails_shrink_only_sprites_too_large_for_the_projector(monkeypatch):
+    monkeypatch.setattr(visualize, "MAX_SPRITE_SIDE", 300)  # the real 8192 needs 67 MB
+    small = np.zeros((100, 28, 28), np.uint8)  # 10 x 28 = 280 px a side: fits
+    np.testing.assert_array_equal(visualize.thumbnails(small), small)
+    large = np.full((100, 40, 32, 3), 90, np.uint8)  # 10 x 40 = 400 px a side
+    shrunk = visualize.thumbnails(large)
+    assert shrunk.shape == (100, 30, 24, 3)
+    np.testing.assert_array_equal(shrunk, 90)
+    assert visualize.thumbnails(np.full((100, 40, 32), 90, np.uint8)).shape == (100, 30, 24)
 
 
 # --- projector files --------------------------------------------------------------------

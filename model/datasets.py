@@ -1,0 +1,224 @@
+"""The data of a run: IDX files or class folders, checked against the params before training.
+
+``--data_dir`` is either MNIST's IDX layout (:mod:`model.mnist_dataset`, held in memory)
+or class folders (:mod:`model.image_folder`, decoded on the fly); :func:`load` tells them
+apart by a ``train/`` folder. Either way a split is ``(images, labels)``: ``images`` is a
+uint8 array [N, S, S] or [N, S, S, C] (IDX, or a decoded cache) or an
+:class:`~model.image_folder.ImageFiles`, and :mod:`model.input_fn` makes batches of any.
+
+``dataset.json`` in the model_dir records what a run trains on: the layout, the data
+folder, the class names (the metadata of every picture) and, for class folders, the
+checked file lists, so that a resumed run reads exactly the files the run began with,
+whatever was added to the folders since. ``params.cache`` keeps decoded class-folder
+images in memory or in ``MODEL_DIR/cache/`` (a uint8 ``.npy`` read by memory mapping).
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from typing import Optional
+
+import numpy as np
+
+from model import files, image_folder, input_fn, metrics, mnist_dataset
+from model.errors import UserError
+
+DATASET_FILE = "dataset.json"
+CACHE_DIR = "cache"
+
+
+@dataclasses.dataclass
+class Data:
+    """A run's splits, class names and params with ``num_labels`` resolved."""
+
+    params: object
+    record: dict
+    train: Optional[tuple] = None
+    test: Optional[tuple] = None
+
+    @property
+    def class_names(self):
+        return self.record["class_names"]
+
+
+def load(params, data_dir, model_dir=None, splits=("train", "test")):
+    """The splits of ``data_dir`` as the run in ``model_dir`` reads them.
+
+    A class-folder dataset already recorded in ``model_dir/dataset.json`` for the same
+    folder is read from that record (not scanned again).
+
+    Returns:
+        :class:`Data`; ``params.num_labels`` is filled in from the data when null.
+
+    Raises:
+        UserError: missing, unreadable or inconsistent data, or a ``num_labels`` that
+            disagrees with the data.
+    """
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise UserError(f"--data_dir {data_dir} is a file, not a folder; pass the folder that "
+                        "holds the IDX files or the train/ and test/ class folders")
+    if image_folder.is_folder_dataset(data_dir):
+        return _load_folders(params, data_dir, model_dir, splits)
+    return _load_idx(params, data_dir, splits)
+
+
+def _load_idx(params, data_dir, splits):
+    loaded = {split: mnist_dataset.load_split(data_dir, split) for split in splits}
+    for split, (images, labels) in loaded.items():
+        input_fn.check_shapes(images, labels, params, split,
+                              mnist_dataset.split_path(data_dir, split, "images"))
+    if "train" in loaded:
+        labels = loaded["train"][1]
+        found = max(int(labels.max()) + 1, 2)
+        params = params if params.num_labels is not None else params.replace(num_labels=found)
+        for split, (_, labels) in loaded.items():
+            _check_label_range(labels, params,
+                               mnist_dataset.split_path(data_dir, split, "labels"))
+    count = params.num_labels or max(int(labels.max()) + 1 for _, labels in loaded.values())
+    record = {"layout": "idx", "data_dir": os.path.abspath(data_dir),
+              "class_names": [str(label) for label in range(count)]}
+    return Data(params, record, loaded.get("train"), loaded.get("test"))
+
+
+def _check_label_range(labels, params, path):
+    if labels.size and (labels.min() < 0 or labels.max() >= params.num_labels):
+        bad = int(labels.max()) if labels.max() >= params.num_labels else int(labels.min())
+        raise UserError(f"{path}: label {bad} is outside [0, num_labels = {params.num_labels}); "
+                        f'set "num_labels": {int(labels.max()) + 1} in params.json (or null to '
+                        "take it from the data), or fix the labels")
+
+
+def _load_folders(params, data_dir, model_dir, splits):
+    record = read_record(model_dir)
+    if not (record and record.get("layout") == "folders"
+            and record.get("data_dir") == os.path.abspath(data_dir)
+            and all(split in record for split in splits)):
+        scanned = image_folder.load(data_dir, params, splits)
+        record = {"layout": "folders", "data_dir": os.path.abspath(data_dir),
+                  "held_out": scanned["held_out"], "class_names": scanned["class_names"]}
+        for split in splits:
+            paths, labels = scanned[split]
+            record[split] = {"files": paths, "labels": labels.tolist()}
+    num_classes = len({*record["train"]["labels"]}) if "train" in record else None
+    if "train" in splits:
+        if params.num_labels is None:
+            params = params.replace(num_labels=max(num_classes, 2))
+        elif params.num_labels != num_classes:
+            raise UserError(f"params.json sets num_labels {params.num_labels} but "
+                            f"{os.path.join(data_dir, image_folder.TRAIN_DIR)} holds "
+                            f"{num_classes} class folders with images; set \"num_labels\": "
+                            f"{num_classes}, or null to take it from the data")
+    data = Data(params, record)
+    for split in splits:
+        entry = record[split]
+        images = image_folder.files(data_dir, entry["files"], params)
+        setattr(data, split, (images, np.asarray(entry["labels"], np.int64)))
+    return data
+
+
+def read_record(model_dir):
+    """The ``dataset.json`` of ``model_dir``, or None."""
+    return files.read_json(os.path.join(model_dir, DATASET_FILE)) if model_dir else None
+
+
+def save_record(data, model_dir):
+    """Write ``dataset.json`` unless it already holds the same record.
+
+    Raises:
+        UserError: the folder's run was trained on other classes (checked by the caller
+            only while the model_dir holds checkpoints).
+    """
+    path = os.path.join(model_dir, DATASET_FILE)
+    if read_record(model_dir) != data.record:
+        files.write_text(path, json.dumps(data.record, indent=1) + "\n")
+
+
+def check_same_classes(data, model_dir):
+    """Refuse to resume a run on data whose classes differ from those it was trained on."""
+    saved = read_record(model_dir)
+    if saved and saved.get("class_names") != data.class_names:
+        old, new = saved.get("class_names") or [], data.class_names
+        raise UserError(
+            f"{model_dir} was trained on {len(old)} classes ({', '.join(map(str, old[:3]))}"
+            f"{', ...' if len(old) > 3 else ''}) but the data now has {len(new)} "
+            f"({', '.join(map(str, new[:3]))}{', ...' if len(new) > 3 else ''}); pass the "
+            "--data_dir it was trained on, or train in a new folder")
+
+
+def for_training(params, data_dir, model_dir):
+    """The train and test splits of a run, checked before anything trains.
+
+    Raises:
+        UserError: as :func:`load`; data the params cannot train on (balanced batches
+            that cannot be built, too few images), or a test set on which the
+            verification threshold cannot be calibrated.
+    """
+    data = load(params, data_dir, model_dir)
+    params = data.params
+    input_fn.check_data(*data.train, params)
+    eval_labels = data.test[1][:params.eval_size]
+    try:
+        metrics.check_calibration(eval_labels, seed=params.seed)
+    except UserError as err:
+        raise UserError(f"{err}: the first eval_size = {min(params.eval_size, len(data.test[1]))} "
+                        "test images cannot calibrate the verification threshold; raise "
+                        "eval_size or use a test set with more classes") from None
+    return data
+
+
+def cached(data, model_dir):
+    """``data`` with its class-folder images decoded once, as ``params.cache`` says.
+
+    "memory" holds uint8 arrays; "file" writes ``MODEL_DIR/cache/<split>-<key>.npy``
+    (atomically, the key naming the files and the decoding settings) and maps it, so
+    memory does not grow with the dataset. IDX data and ``cache`` null come back as
+    they are.
+    """
+    mode = data.params.cache
+    if mode is None or data.record["layout"] != "folders":
+        return data
+    out = dataclasses.replace(data)
+    for split in ("train", "test"):
+        images, labels = getattr(data, split)
+        if mode == "memory":
+            decoded = input_fn.decode_all(images, data.params)
+        else:
+            decoded = _file_cache(images, data.params, model_dir, split)
+        setattr(out, split, (decoded, labels))
+    return out
+
+
+def _file_cache(images, params, model_dir, split):
+    key = hashlib.sha256(json.dumps(
+        [list(images.paths), images.size, images.channels, images.resize]).encode()).hexdigest()
+    folder = os.path.join(model_dir, CACHE_DIR)
+    path = os.path.join(folder, f"{split}-{key[:16]}.npy")
+    if os.path.isfile(path):
+        try:
+            mapped = np.load(path, mmap_mode="r")
+            if mapped.shape == images.shape and mapped.dtype == np.uint8:
+                return mapped
+        except (OSError, ValueError):
+            pass
+        logging.warning("Rebuilding the damaged cache %s", path)
+    os.makedirs(folder, exist_ok=True)
+    for stale in os.listdir(folder):
+        if stale.startswith(f"{split}-") and stale.endswith(".npy"):
+            os.remove(os.path.join(folder, stale))
+    fd, tmp = tempfile.mkstemp(prefix=f".{split}-", suffix=".npy.tmp", dir=folder)
+    os.close(fd)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=images.shape)
+        input_fn.decode_all(images, params, out=out)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    logging.info("Cached the %d decoded %s images in %s", len(images), split, path)
+    return np.load(path, mmap_mode="r")

@@ -1,0 +1,275 @@
+"""Datasets stored as folders of images, one folder per class.
+
+The layout of ``keras.utils.image_dataset_from_directory``, under a ``train/`` and an
+optional ``test/``:
+
+    DATA/train/<class name>/**/*.png|jpg|jpeg|gif|bmp
+    DATA/test/<class name>/**/*.png|...
+
+Class names are the folder names; the class ids are their positions in
+``class_names``: the train classes in sorted order, then the classes found only in
+``test/`` (retrieval on classes never trained on is the usual metric-learning protocol).
+Without ``test/``, a seeded share (``params.test_fraction``) of every train class with at
+least two images is held out as the test split.
+
+What is not clean is reported and left out rather than stopping the run (one line each,
+so that one bad file among 200,000 does not cost a day): files without an image suffix,
+files that do not decode (checked once by decoding each of them; broken symlinks, empty,
+truncated or non-image content), and empty class folders. Symlinked folders and files are
+followed (a folder seen twice through links is read once). A class with one train image
+has no positive pair: it is kept as a source of negatives, with a warning.
+
+The images are decoded on the fly by :func:`model.images.load`; nothing is held in
+memory but the file names (see :class:`ImageFiles`).
+"""
+
+import logging
+import os
+
+import numpy as np
+
+from model import images as image_ops
+from model.errors import UserError
+
+TRAIN_DIR, TEST_DIR = "train", "test"
+# How many names a warning lists.
+_SHOWN = 3
+# Files checked per decoding batch (only the check's bookkeeping; decoding is per file).
+_CHECK_BATCH = 256
+
+
+class ImageFiles:
+    """Image files standing for a uint8 [N, size, size, channels] array, decoded on demand.
+
+    Indexing with a slice or an index array gives another :class:`ImageFiles`.
+    """
+
+    def __init__(self, paths, size, channels, resize):
+        self.paths = np.asarray(paths, dtype=object)
+        self.size, self.channels, self.resize = size, channels, resize
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        return ImageFiles(self.paths[index], self.size, self.channels, self.resize)
+
+    @property
+    def shape(self):
+        return (len(self), self.size, self.size, self.channels)
+
+    def load(self, path):
+        """The uint8 [size, size, channels] pixels of one file (a string tensor)."""
+        return image_ops.load(path, self.size, self.channels, self.resize)
+
+
+def is_folder_dataset(data_dir):
+    """Whether ``data_dir`` has the class-folder layout (a ``train/`` folder)."""
+    return os.path.isdir(os.path.join(data_dir, TRAIN_DIR))
+
+
+def _names(paths, root):
+    shown = ", ".join(os.path.relpath(path, root) for path in paths[:_SHOWN])
+    return shown + (", ..." if len(paths) > _SHOWN else "")
+
+
+def _walk_files(folder, seen):
+    """Every file below ``folder``, sorted, following symlinks; a folder reached twice
+    (a link loop, or two links to one folder) is read once."""
+    found = []
+    real = os.path.realpath(folder)
+    if real in seen:
+        return found
+    seen.add(real)
+    try:
+        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError as err:
+        raise UserError(f"cannot read {folder} ({err.strerror}); check its permissions") from None
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue  # .DS_Store, editor swap files, partial downloads
+        if entry.is_dir():  # follows symlinks
+            found.extend(_walk_files(entry.path, seen))
+        else:
+            found.append(entry.path)
+    return found
+
+
+def scan_classes(split_dir):
+    """The class folders of ``split_dir`` and their image files.
+
+    Returns:
+        dict class name -> sorted list of image paths, for the classes with at least one
+        file with an image suffix (empty folders are reported and left out).
+
+    Raises:
+        UserError: no class folder, or images directly in ``split_dir``.
+    """
+    if not os.path.isdir(split_dir):
+        raise UserError(f"{split_dir} is not a folder; put one folder per class in it")
+    entries = sorted(os.scandir(split_dir), key=lambda entry: entry.name)
+    loose = [entry.path for entry in entries
+             if entry.is_file() and entry.name.lower().endswith(image_ops.IMAGE_SUFFIXES)]
+    if loose:
+        raise UserError(f"{split_dir} holds images outside class folders ({_names(loose, split_dir)}); "
+                        f"move each into {split_dir}/<class name>/")
+    classes, empty, ignored = {}, [], []
+    seen = set()
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        files = _walk_files(entry.path, seen)
+        paths = [path for path in files if path.lower().endswith(image_ops.IMAGE_SUFFIXES)]
+        ignored.extend(path for path in files
+                       if not path.lower().endswith(image_ops.IMAGE_SUFFIXES))
+        if paths:
+            classes[entry.name] = paths
+        else:
+            empty.append(entry.path)
+    if ignored:
+        logging.warning("Ignored %d file(s) without an image suffix (%s) in %s: %s",
+                        len(ignored), "/".join(image_ops.IMAGE_SUFFIXES), split_dir,
+                        _names(ignored, split_dir))
+    if empty:
+        logging.warning("Ignored %d class folder(s) without images in %s: %s", len(empty),
+                        split_dir, _names(empty, split_dir))
+    if not classes:
+        raise UserError(f"{split_dir} holds no class folder with images; put the images of "
+                        f"each class in {split_dir}/<class name>/ (PNG, JPEG, GIF or BMP)")
+    return classes
+
+
+def decodable(paths, parallel=4):
+    """Which files decode as images, and their sizes: each file is read and decoded once.
+
+    Returns:
+        (bool [N], int [N, 2] height and width; 0 where the file does not decode).
+    """
+    import tensorflow as tf
+
+    count = len(paths)
+    ok = np.zeros(count, bool)
+    sizes = np.zeros((count, 2), np.int64)
+    if not count:
+        return ok, sizes
+
+    def size_of(index, path):
+        return index, tf.shape(image_ops.decode(tf.io.read_file(path), 1))[:2]
+
+    dataset = (tf.data.Dataset.from_tensor_slices((np.arange(count), list(paths)))
+               .map(size_of, num_parallel_calls=parallel)
+               .ignore_errors()
+               .batch(_CHECK_BATCH))
+    for index, size in dataset.as_numpy_iterator():
+        ok[index] = True
+        sizes[index] = size
+    return ok, sizes
+
+
+def _keep_decodable(classes, split_dir, parallel):
+    paths = [path for files in classes.values() for path in files]
+    ok, sizes = decodable(paths, parallel)
+    if not ok.all():
+        bad = [path for path, good in zip(paths, ok) if not good]
+        logging.warning("Skipped %d file(s) of %d that do not decode as images in %s: %s",
+                        len(bad), len(paths), split_dir, _names(bad, split_dir))
+    good = {path for path, keep in zip(paths, ok) if keep}
+    kept = {name: [path for path in files if path in good] for name, files in classes.items()}
+    lost = [name for name, files in kept.items() if not files]
+    if lost:
+        logging.warning("Ignored %d class folder(s) in %s whose every file failed to decode: %s",
+                        len(lost), split_dir, ", ".join(lost[:_SHOWN]))
+    distinct = {tuple(size) for size in sizes[ok]}
+    return {name: files for name, files in kept.items() if files}, distinct
+
+
+def hold_out(classes, fraction, seed):
+    """Split each class into (train, test): a seeded ``fraction`` of its images (at least
+    one, and never all: a class keeps a train image) goes to test; single-image classes
+    stay in train."""
+    rng = np.random.default_rng([seed, 1])
+    train, test = {}, {}
+    for name, paths in classes.items():
+        order = rng.permutation(len(paths))
+        held = 0 if len(paths) < 2 else min(len(paths) - 1, max(1, round(fraction * len(paths))))
+        train[name] = [paths[i] for i in sorted(order[held:])]
+        if held:
+            test[name] = [paths[i] for i in sorted(order[:held])]
+    return train, test
+
+
+def load(data_dir, params, splits=("train", "test")):
+    """Scan, check and label a class-folder dataset.
+
+    Args:
+        data_dir: the folder holding ``train/`` (and ``test/``).
+        params: :class:`model.params.Params` (image size, channels, resize, seed,
+            test_fraction, num_parallel_calls).
+        splits: the splits wanted ("test" alone still reads ``train/`` for the class
+            names, and for the held-out split when there is no ``test/``).
+
+    Returns:
+        dict with "class_names" (list of str), "held_out" (bool: test carved out of
+        train/) and, per split asked for, (relative paths list, int64 labels [N]). The
+        test split is in a seeded random order, so that its first ``eval_size`` images
+        sample every class.
+    """
+    parallel = params.num_parallel_calls
+    train_dir, test_dir = (os.path.join(data_dir, name) for name in (TRAIN_DIR, TEST_DIR))
+    train_classes = scan_classes(train_dir)
+    held_out = not os.path.isdir(test_dir)
+    if held_out:
+        train_classes, test_classes = hold_out(train_classes, params.test_fraction, params.seed)
+        logging.info("%s has no %s/ folder: held out %d of its images as the test split "
+                     "(test_fraction %s)", data_dir, TEST_DIR,
+                     sum(map(len, test_classes.values())), params.test_fraction)
+    else:
+        test_classes = scan_classes(test_dir)
+    record = {"held_out": held_out}
+    if "train" in splits:
+        train_classes, sizes = _keep_decodable(train_classes, train_dir, parallel)
+        _report_sizes(sizes, train_dir, params)
+        singles = [name for name, paths in train_classes.items() if len(paths) == 1]
+        if singles:
+            logging.warning("%d class(es) in %s have a single image (%s): they give negatives "
+                            "but no positive pair", len(singles), train_dir,
+                            ", ".join(singles[:_SHOWN]))
+    names = sorted(train_classes)
+    if "test" in splits:
+        test_classes, _ = _keep_decodable(test_classes, test_dir if not held_out else train_dir,
+                                          parallel)
+        unseen = sorted(set(test_classes) - set(train_classes))
+        if unseen:
+            logging.info("%d test class(es) are not in %s (retrieval on unseen classes): %s",
+                         len(unseen), train_dir, ", ".join(unseen[:_SHOWN]))
+        names += unseen
+    ids = {name: i for i, name in enumerate(names)}
+    record["class_names"] = names
+    for split, classes in (("train", train_classes), ("test", test_classes)):
+        if split not in splits:
+            continue
+        paths = [path for name in sorted(classes) for path in classes[name]]
+        labels = np.array([ids[name] for name in sorted(classes) for _ in classes[name]],
+                          np.int64)
+        if split == "test":
+            order = np.random.default_rng([params.seed, 2]).permutation(len(paths))
+            paths, labels = [paths[i] for i in order], labels[order]
+        if not paths:
+            raise UserError(f"the {split} split of {data_dir} holds no image that decodes; "
+                            f"add images to {os.path.join(data_dir, split)}/<class name>/")
+        record[split] = ([os.path.relpath(path, data_dir) for path in paths], labels)
+    return record
+
+
+def _report_sizes(sizes, folder, params):
+    if len(sizes) > 1:
+        heights, widths = zip(*sizes)
+        logging.info("%s holds images of %d sizes (%dx%d to %dx%d); all are resized to %dx%d "
+                     "(resize: %s)", folder, len(sizes), min(widths), min(heights), max(widths),
+                     max(heights), params.image_size, params.image_size, params.resize)
+
+
+def files(data_dir, relative_paths, params):
+    """The :class:`ImageFiles` of ``relative_paths`` under ``data_dir``, sized by ``params``."""
+    paths = [os.path.join(data_dir, path) for path in relative_paths]
+    return ImageFiles(paths, params.image_size, params.image_channels, params.resize)

@@ -1,0 +1,123 @@
+"""The data of a run: IDX or class folders, dataset.json, caches (model/datasets.py)."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import write_image_folders
+from model import datasets, input_fn
+from model.errors import UserError
+from model.image_folder import ImageFiles
+from model.params import Params
+
+FOLDER_PARAMS = Params().replace(image_size=16, image_channels=3, batch_size=16, eval_size=40)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    return write_image_folders(tmp_path / "data", num_train=40, num_test=20, num_classes=4,
+                               size=16, sizes=[(16, 16), (20, 12)])
+
+
+def test_idx_num_labels_comes_from_the_data_unless_set(tiny_data_dir):
+    data = datasets.load(Params(), tiny_data_dir)
+    assert data.params.num_labels == 10 and data.class_names == [str(i) for i in range(10)]
+    assert data.record["layout"] == "idx" and data.train[0].shape == (240, 28, 28)
+    assert datasets.load(Params().replace(num_labels=12), tiny_data_dir).params.num_labels == 12
+    with pytest.raises(UserError, match=r"label 9 is outside \[0, num_labels = 5\)"):
+        datasets.load(Params().replace(num_labels=5), tiny_data_dir)
+
+
+def test_folders_num_labels_must_agree_with_the_class_folders(folders):
+    data = datasets.load(FOLDER_PARAMS, folders)
+    assert data.params.num_labels == 4 and data.class_names == [f"class_{c}" for c in range(4)]
+    assert isinstance(data.train[0], ImageFiles) and len(data.train[0]) == 40
+    with pytest.raises(UserError, match=r"sets num_labels 10 but .*train holds 4 class folders with images; "
+                                        r'set "num_labels": 4'):
+        datasets.load(FOLDER_PARAMS.replace(num_labels=10), folders)
+
+
+def test_a_recorded_dataset_is_read_from_the_record(folders, tmp_path):
+    model_dir = str(tmp_path / "run")
+    os.makedirs(model_dir)
+    data = datasets.load(FOLDER_PARAMS, folders, model_dir)
+    datasets.save_record(data, model_dir)
+    mtime = os.path.getmtime(os.path.join(model_dir, datasets.DATASET_FILE))
+    datasets.save_record(datasets.load(FOLDER_PARAMS, folders, model_dir), model_dir)
+    assert os.path.getmtime(os.path.join(model_dir, datasets.DATASET_FILE)) == mtime
+    # Files added to the folders later do not change what the run reads.
+    shutil.copy(os.path.join(folders, data.record["train"]["files"][0]),
+                os.path.join(folders, "train", "class_0", "new.png"))
+    again = datasets.load(FOLDER_PARAMS, folders, model_dir)
+    assert again.record == data.record
+    assert len(datasets.load(FOLDER_PARAMS, folders).train[0]) == 41  # a new run sees it
+
+
+def test_other_classes_than_the_recorded_ones_are_refused(folders, tmp_path):
+    model_dir = str(tmp_path / "run")
+    os.makedirs(model_dir)
+    datasets.save_record(datasets.load(FOLDER_PARAMS, folders, model_dir), model_dir)
+    other = write_image_folders(tmp_path / "other", num_train=30, num_test=10, num_classes=3,
+                                size=16)
+    with pytest.raises(UserError, match=r"trained on 4 classes \(class_0, class_1, class_2, "
+                                        r"\.\.\.\) but the data now has 3"):
+        datasets.check_same_classes(datasets.load(FOLDER_PARAMS, other, model_dir), model_dir)
+
+
+def test_the_test_split_alone(folders, tmp_path):
+    data = datasets.load(FOLDER_PARAMS, folders, splits=("test",))
+    assert data.train is None and len(data.test[0]) == 20
+    assert data.class_names == [f"class_{c}" for c in range(4)]
+
+
+@pytest.mark.parametrize("mode", ["memory", "file"])
+def test_a_cache_holds_the_decoded_pixels(folders, tmp_path, mode):
+    model_dir = str(tmp_path / "run")
+    os.makedirs(model_dir)
+    params = FOLDER_PARAMS.replace(cache=mode)
+    data = datasets.load(params, folders, model_dir)
+    cached = datasets.cached(data, model_dir)
+    for split in ("train", "test"):
+        streamed = input_fn.decode_all(getattr(data, split)[0], params)
+        np.testing.assert_array_equal(np.asarray(getattr(cached, split)[0]), streamed)
+        np.testing.assert_array_equal(getattr(cached, split)[1], getattr(data, split)[1])
+    if mode == "file":
+        assert isinstance(cached.train[0], np.memmap)
+        (path,) = [os.path.join(model_dir, "cache", name)
+                   for name in os.listdir(os.path.join(model_dir, "cache"))
+                   if name.startswith("train-")]
+        mtime = os.path.getmtime(path)
+        datasets.cached(data, model_dir)  # reused, not rebuilt
+        assert os.path.getmtime(path) == mtime
+        with open(path, "rb") as f:  # a damaged cache is rebuilt
+            head = f.read(100)
+        with open(path + ".tmp", "wb") as f:
+            f.write(head)
+        os.replace(path + ".tmp", path)  # (in place would break the mapping still open)
+        rebuilt = datasets.cached(data, model_dir)
+        np.testing.assert_array_equal(np.asarray(rebuilt.train[0]), np.asarray(cached.train[0]))
+
+
+def test_idx_data_is_not_cached(tiny_data_dir, tmp_path):
+    data = datasets.load(Params().replace(cache="file"), tiny_data_dir)
+    assert datasets.cached(data, str(tmp_path)) is data
+    assert not os.path.exists(tmp_path / "cache")
+
+
+def test_a_data_dir_that_is_a_file(tmp_path):
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        datasets.load(Params(), str(path))
+
+
+def test_dataset_record_is_json_with_relative_paths(folders, tmp_path):
+    model_dir = str(tmp_path / "run")
+    os.makedirs(model_dir)
+    datasets.save_record(datasets.load(FOLDER_PARAMS, folders, model_dir), model_dir)
+    record = json.load(open(os.path.join(model_dir, datasets.DATASET_FILE)))
+    assert record["data_dir"] == os.path.abspath(folders)
+    assert all(not os.path.isabs(path) for path in record["train"]["files"])
