@@ -4,7 +4,7 @@ Usage:
     python benchmarks/bench_input.py [--data_dir data/mnist] [--model_dir experiments/base_model]
                                      [--epochs 3] [--steps 50]
                                      [--folder_model_dir experiments/colour_mnist]
-                                     [--folder_images 2000,20000]
+                                     [--folder_images 5000,50000]
 
 Part 1, MNIST in memory. Loads the MNIST train split once, then times:
 
@@ -23,7 +23,8 @@ size in ``--folder_images``, writes that many JPEGs (random sizes 48-96 px, colo
 classes, in a temporary folder) and times one epoch of the streaming pipeline of
 ``--folder_model_dir``'s params (decode, resize to its image_size, augmentation, batch
 64), without and with the file cache, and the growth of the process's resident memory
-while the epoch runs; then the training step of those params on a batch of that size.
+while the epoch runs (anonymous memory, and file-backed pages: the mapped cache); then
+the training step of those params on a batch of that size.
 
 Prints markdown tables and the ratios pipeline / step (targets: >= 10 for MNIST in
 memory, >= 3 for streamed folders; the input pipeline must not be what training waits
@@ -58,19 +59,25 @@ def parse_args(argv=None):
                         default=os.path.join(ROOT, "experiments", "colour_mnist"),
                         help="experiment whose params time the folder pipeline "
                              "(default: %(default)s)")
-    parser.add_argument("--folder_images", default="2000,20000",
+    parser.add_argument("--folder_images", default="5000,50000",
                         help="comma-separated dataset sizes of generated JPEGs; 0 skips "
                              "part 2 (default: %(default)s)")
     return parser.parse_args(argv)
 
 
 def resident_mb():
-    """This process's resident memory in MB (Linux /proc)."""
+    """This process's resident memory in MB (Linux /proc): (anonymous, file-backed).
+
+    File-backed pages (a memory-mapped cache) are page cache the kernel can drop under
+    pressure; anonymous memory is what the process holds on its own.
+    """
+    found = {}
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+            name, _, value = line.partition(":")
+            if name in ("RssAnon", "RssFile"):
+                found[name] = int(value.split()[0]) / 1024
+    return found.get("RssAnon", float("nan")), found.get("RssFile", float("nan"))
 
 
 def write_jpegs(folder, count, seed=0):
@@ -89,18 +96,24 @@ def write_jpegs(folder, count, seed=0):
 
 
 def time_folder_epoch(images, labels, params):
-    """(images/s over one whole epoch, resident memory growth in MB during it)."""
+    """(steady images/s, whole-epoch images/s, (anonymous, file-backed) growth in MB of
+    the resident memory during the epoch, at its peaks), as :func:`time_pipeline` counts."""
     from model import input_fn
 
-    before = peak = resident_mb()
+    before = resident_mb()
+    peaks = list(before)
     start = time.perf_counter()
-    count = 0
+    sizes = []
     for i, (batch, _) in enumerate(input_fn.train_dataset(images, labels, params, 0)):
-        count += int(batch.shape[0])
+        if i == WARMUP_BATCHES:
+            warm = time.perf_counter()
+        sizes.append(int(batch.shape[0]))
         if i % 20 == 0:
-            peak = max(peak, resident_mb())
-    elapsed = time.perf_counter() - start
-    return count / elapsed, max(peak, resident_mb()) - before
+            peaks = [max(peak, now) for peak, now in zip(peaks, resident_mb())]
+    end = time.perf_counter()
+    peaks = [max(peak, now) for peak, now in zip(peaks, resident_mb())]
+    return (sum(sizes[WARMUP_BATCHES:]) / (end - warm), sum(sizes) / (end - start),
+            tuple(peak - base for peak, base in zip(peaks, before)))
 
 
 def folder_rows(args):
@@ -123,16 +136,15 @@ def folder_rows(args):
             scanned = image_folder.load(root, params.replace(test_fraction=0.01), ("train",))
             paths, labels = scanned["train"]
             files = image_folder.files(root, paths, params)
-            rate, growth = time_folder_epoch(files, labels, params)
-            rows.append((f"{len(files):,} JPEGs, streamed", rate, growth))
+            rows.append((f"{len(files):,} JPEGs, streamed",
+                         *time_folder_epoch(files, labels, params)))
             data = datasets.Data(params.replace(cache="file"), {"layout": "folders"},
                                  (files, labels), (files[:1], labels[:1]))
             start = time.perf_counter()
             cached = datasets.cached(data, root)
             build = time.perf_counter() - start
-            rate, growth = time_folder_epoch(*cached.train, params)
-            rows.append((f"{len(files):,} JPEGs, file cache (built in {build:.1f} s)", rate,
-                         growth))
+            rows.append((f"{len(files):,} JPEGs, file cache (built in {build:.1f} s)",
+                         *time_folder_epoch(*cached.train, params)))
     rng = np.random.default_rng(0)
     batch = tf.constant(rng.random((64, *model_fn.input_shape(params))), tf.float32)
     step = time_train_step(params, batch, tf.constant(np.arange(64) % 10, tf.int64),
@@ -199,13 +211,16 @@ def main(argv=None):
           f"{folder_params.image_channels}, resize {folder_params.resize}, augmentation "
           f"{'on' if augment.enabled(folder_params) else 'off'}, batch 64, num_parallel_calls "
           f"{folder_params.num_parallel_calls}\n")
-    print("| what | images/s (whole epoch) | x step | memory growth (MB) |")
-    print("|---|---:|---:|---:|")
-    for name, rate, growth in rows:
-        print(f"| {name} | {rate:,.0f} | {rate / step:.1f} | {growth:.0f} |")
+    print("| what | images/s (steady) | images/s (whole epoch) | x step | anonymous memory "
+          "growth (MB) | file-backed (MB) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, steady, whole, (anonymous, mapped) in rows:
+        print(f"| {name} | {steady:,.0f} | {whole:,.0f} | {min(steady, whole) / step:.1f} | "
+              f"{anonymous:.0f} | {mapped:.0f} |")
     print(f"| training step ({os.path.basename(os.path.normpath(args.folder_model_dir))}) | "
-          f"{step:,.0f} | 1.0 | |")
-    streamed = min(rate for name, rate, _ in rows if "streamed" in name) / step
+          f"{step:,.0f} | | 1.0 | | |")
+    streamed = min(min(steady, whole) for name, steady, whole, _ in rows
+                   if "streamed" in name) / step
     print(f"\nslowest streamed pipeline / training step = {streamed:.1f} (target >= 3)")
 
 

@@ -18,8 +18,9 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from model import cli  # noqa: E402 (after the path it is found on)
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -28,7 +29,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder to write (must not hold a train/)")
-    parser.add_argument("--data_dir", default=os.path.join(ROOT, "data", "mnist"),
+    parser.add_argument("--data_dir", default=cli.DEFAULT_DATA_DIR,
                         help="MNIST IDX folder to draw the digits from (default: %(default)s)")
     parser.add_argument("--train_per_class", type=int, default=1000,
                         help="train images per class (default: %(default)s)")
@@ -61,8 +62,6 @@ def colour_digit(digit, rng):
 
 def main(argv=None):
     args = parse_args(argv)
-    from model import cli
-
     cli.import_tensorflow()
     import numpy as np
     import tensorflow as tf
@@ -90,6 +89,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from model import cli
-
     sys.exit(cli.run_cli(main))

@@ -35,6 +35,18 @@ def checkpoint_files(folder):
     return sorted(name for name in names if _NUMBERED.match(name))
 
 
+def _number(prefix):
+    return int(prefix.rsplit("-", 1)[1])
+
+
+def _without_index(folder):
+    """Prefixes of the checkpoints in ``folder`` that have data files but no index file."""
+    names = checkpoint_files(folder)
+    numbers = {int(_NUMBERED.match(name).group(1)) for name in names}
+    indexed = {int(_NUMBERED.match(name).group(1)) for name in names if name.endswith(".index")}
+    return [os.path.join(folder, f"{PREFIX}-{number}") for number in sorted(numbers - indexed)]
+
+
 def candidates(folder):
     """Prefixes of the checkpoints in ``folder`` that have an index file, newest first."""
     numbers = {int(_NUMBERED.match(name).group(1)) for name in checkpoint_files(folder)
@@ -105,7 +117,8 @@ def restore(checkpoint, folder, check=None):
         UserError: when the folder holds checkpoint files but none of them reads.
     """
     for _ in range(_ATTEMPTS):
-        skipped = []
+        # Checkpoints that lost their index file are skipped too, and said so.
+        skipped = [(prefix, "no index file") for prefix in _without_index(folder)]
         for prefix in candidates(folder):
             reason = damage(prefix)
             if reason is None:
@@ -115,9 +128,11 @@ def restore(checkpoint, folder, check=None):
                     checkpoint.restore(prefix).expect_partial()
                 except tf.errors.NotFoundError:  # deleted between the check and the read
                     break
-                if skipped:
+                newer = [(path, why) for path, why in skipped
+                         if _number(path) > _number(prefix)]
+                if newer:
                     logging.warning("Skipped %s; restored %s instead",
-                                    "; ".join(f"{path} ({why})" for path, why in skipped),
+                                    "; ".join(f"{path} ({why})" for path, why in newer),
                                     prefix)
                 return prefix
             if os.path.exists(prefix + ".index"):

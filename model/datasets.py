@@ -70,16 +70,15 @@ def _load_idx(params, data_dir, splits):
     for split, (images, labels) in loaded.items():
         input_fn.check_shapes(images, labels, params, split,
                               mnist_dataset.split_path(data_dir, split, "images"))
+    found = max(max(int(labels.max()) + 1 for _, labels in loaded.values()), 2)
     if "train" in loaded:
-        labels = loaded["train"][1]
-        found = max(int(labels.max()) + 1, 2)
-        params = params if params.num_labels is not None else params.replace(num_labels=found)
+        if params.num_labels is None:
+            params = params.replace(num_labels=found)
         for split, (_, labels) in loaded.items():
             _check_label_range(labels, params,
                                mnist_dataset.split_path(data_dir, split, "labels"))
-    count = params.num_labels or max(int(labels.max()) + 1 for _, labels in loaded.values())
     record = {"layout": "idx", "data_dir": os.path.abspath(data_dir),
-              "class_names": [str(label) for label in range(count)]}
+              "class_names": [str(label) for label in range(params.num_labels or found)]}
     return Data(params, record, loaded.get("train"), loaded.get("test"))
 
 
@@ -104,8 +103,12 @@ def _load_folders(params, data_dir, model_dir, splits):
             record[split] = {"files": paths, "labels": labels.tolist()}
     num_classes = len({*record["train"]["labels"]}) if "train" in record else None
     if "train" in splits:
+        if num_classes < 2:
+            raise UserError(f"{os.path.join(data_dir, image_folder.TRAIN_DIR)} holds a single "
+                            "class; a triplet needs a negative of another class: add class "
+                            "folders")
         if params.num_labels is None:
-            params = params.replace(num_labels=max(num_classes, 2))
+            params = params.replace(num_labels=num_classes)
         elif params.num_labels != num_classes:
             raise UserError(f"params.json sets num_labels {params.num_labels} but "
                             f"{os.path.join(data_dir, image_folder.TRAIN_DIR)} holds "
@@ -125,12 +128,7 @@ def read_record(model_dir):
 
 
 def save_record(data, model_dir):
-    """Write ``dataset.json`` unless it already holds the same record.
-
-    Raises:
-        UserError: the folder's run was trained on other classes (checked by the caller
-            only while the model_dir holds checkpoints).
-    """
+    """Write ``dataset.json`` (atomically) unless it already holds the same record."""
     path = os.path.join(model_dir, DATASET_FILE)
     if read_record(model_dir) != data.record:
         files.write_text(path, json.dumps(data.record, indent=1) + "\n")

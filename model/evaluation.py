@@ -29,7 +29,7 @@ EMBED_BATCH_SIZE = 1000
 
 def _embed_with(embed_step, images, params):
     batches = input_fn.image_batches(images, params, EMBED_BATCH_SIZE)
-    return tf.concat([embed_step(batch) for batch in batches], axis=0)
+    return tf.concat([embed_step(batch) for batch in input_fn.read_batches(batches)], axis=0)
 
 
 def embed_images(model, images, params):

@@ -323,6 +323,26 @@ def image_batches(images, params, batch_size):
     return _batches(images, None, np.arange(len(images)), params, batch_size)
 
 
+def read_batches(dataset):
+    """Iterate ``dataset``, turning a file that can no longer be read into a UserError.
+
+    Every file of a class-folder dataset decoded when the run began; one deleted or
+    overwritten since then stops the run with one line naming it (the completed epochs
+    are kept) instead of a tf.data traceback.
+    """
+    iterator = iter(dataset)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
+            message = " ".join(str(getattr(err, "message", err)).split())[:300]
+            raise UserError(f"an image file cannot be read any more ({message}); restore it, "
+                            "or train in a new folder to scan the data again") from None
+        yield batch
+
+
 # Images decoded per batch by decode_all: a few MB at 64 x 64 RGB.
 _DECODE_BATCH = 256
 
@@ -340,7 +360,8 @@ def decode_all(images, params, out=None):
         out = np.empty(images.shape, np.uint8)
     index_batches = _consecutive_batches(np.arange(len(images)), _DECODE_BATCH)
     start = 0
-    for batch in _pixel_batches(images, index_batches, params, _DECODE_BATCH).prefetch(2):
+    for batch in read_batches(_pixel_batches(images, index_batches, params,
+                                             _DECODE_BATCH).prefetch(2)):
         out[start:start + len(batch)] = batch.numpy()
         start += len(batch)
     return out

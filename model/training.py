@@ -289,7 +289,7 @@ def _train(run, params, model_dir, data, restored):
         progress = _progress_bar(steps)
         loss_sum = 0.0
         dataset = input_fn.train_dataset(train_images, train_labels, params, epoch)
-        for done, (images, labels) in enumerate(dataset, 1):
+        for done, (images, labels) in enumerate(input_fn.read_batches(dataset), 1):
             loss, summaries = train_step(images, labels)
             step = int(run.step.assign_add(1).numpy())
             loss = float(loss)

@@ -35,9 +35,15 @@ def test_folders_num_labels_must_agree_with_the_class_folders(folders):
     data = datasets.load(FOLDER_PARAMS, folders)
     assert data.params.num_labels == 4 and data.class_names == [f"class_{c}" for c in range(4)]
     assert isinstance(data.train[0], ImageFiles) and len(data.train[0]) == 40
-    with pytest.raises(UserError, match=r"sets num_labels 10 but .*train holds 4 class folders with images; "
-                                        r'set "num_labels": 4'):
+    with pytest.raises(UserError, match=r"sets num_labels 10 but .*train holds 4 class "
+                                        r'folders with images; set "num_labels": 4'):
         datasets.load(FOLDER_PARAMS.replace(num_labels=10), folders)
+
+
+def test_a_single_train_class_is_refused(tmp_path):
+    one = write_image_folders(tmp_path / "one", num_train=8, num_test=4, num_classes=1, size=16)
+    with pytest.raises(UserError, match="holds a single class"):
+        datasets.load(FOLDER_PARAMS, one)
 
 
 def test_a_recorded_dataset_is_read_from_the_record(folders, tmp_path):

@@ -18,3 +18,18 @@ def test_keras_fit_example_trains_scores_and_writes_projector_files(tmp_path, ti
     assert {"metadata.tsv", "sprite.png", "projector_config.pbtxt"} <= set(os.listdir(output))
     with open(output / "metadata.tsv") as f:
         assert len(f.read().splitlines()) == 100
+
+
+def test_make_colour_mnist_writes_class_folders_the_app_reads(tmp_path, tiny_data_dir):
+    out = tmp_path / "colour"
+    command = [sys.executable, os.path.join("examples", "make_colour_mnist.py"), "--out",
+               str(out), "--data_dir", tiny_data_dir, "--train_per_class", "4",
+               "--test_per_class", "2"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    names = sorted(os.listdir(out / "train"))
+    assert len(names) == 10 and "seven" in names and sorted(os.listdir(out / "test")) == names
+    seven = sorted(os.listdir(out / "train" / "seven"))
+    assert len(seven) == 4 and {name.rsplit(".", 1)[1] for name in seven} == {"jpg", "png"}
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and "already holds a train/ folder" in again.stderr

@@ -1,6 +1,7 @@
 """Input pipelines: batch contents, scaling, shuffling, balanced P x K batches, determinism."""
 
 import collections
+import os
 
 import numpy as np
 import pytest
@@ -287,3 +288,12 @@ def test_image_files_need_at_least_one_file():
 
     with pytest.raises(UserError, match="no image files"):
         input_fn.check_shapes(ImageFiles([], SIZE, 1, "pad"), np.zeros(0, np.int64), params())
+
+
+def test_a_file_gone_since_the_scan_is_a_one_line_error_naming_it(tmp_path):
+    images, labels = make_data([6, 6])
+    files = as_png_files(images, tmp_path)
+    os.remove(files.paths[4])
+    with pytest.raises(UserError, match=r"cannot be read any more \(.*4\.png") as info:
+        list(input_fn.read_batches(input_fn.train_dataset(files, labels, params(batch_size=4), 0)))
+    assert "\n" not in str(info.value)

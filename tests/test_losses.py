@@ -716,3 +716,19 @@ def test_fraction_metric_with_a_custom_distance_round_trips():
     metric = losses.FractionPositiveTriplets(margin=0.3, distance_metric=doubled_l1)
     again = losses.FractionPositiveTriplets.from_config(metric.get_config())
     assert again.distance_metric is doubled_l1 and again.margin == 0.3
+
+
+def test_a_config_naming_tensorflow_addons_loss_loads_with_custom_objects():
+    # The loss entry of a model compiled with tfa.losses.TripletSemiHardLoss(margin=0.5)
+    # (TFA 0.23's get_config, saved by Keras 2 under TFA's registered name).
+    tfa_config = {"class_name": "Addons>TripletSemiHardLoss",
+                  "config": {"reduction": "auto", "name": "triplet_semihard_loss",
+                             "margin": 0.5, "distance_metric": "L2"}}
+    loss = keras.losses.deserialize(
+        tfa_config, custom_objects={"Addons>TripletSemiHardLoss": losses.TripletSemiHardLoss})
+    assert isinstance(loss, losses.TripletSemiHardLoss)
+    assert loss.get_config()["margin"] == 0.5
+    labels = tf.constant([0, 0, 1, 1])
+    embeddings = tf.constant([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    np.testing.assert_allclose(float(loss(labels, embeddings)),
+                               float(losses.TripletSemiHardLoss(margin=0.5)(labels, embeddings)))

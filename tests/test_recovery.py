@@ -123,9 +123,6 @@ def test_killed_after_the_last_checkpoint_the_rerun_completes_the_epoch_record(
     assert killed.returncode == -signal.SIGKILL
     assert tf.train.latest_checkpoint(str(model_dir / "checkpoints")).endswith("ckpt-1")
     assert not (model_dir / "metrics_eval_last.json").exists()
-    # Resumed, killed again after the final epoch's checkpoint: its record is missing.
-    set_epochs(model_dir, 2)
-    env_hook = "after_checkpoint:kill"
     rerun = train_cli(model_dir, finished[1])  # completes epoch 1's record, trains epoch 2
     assert rerun.returncode == 0, rerun.stderr
     assert "record completed after a restart" in (model_dir / "train.log").read_text()
@@ -133,8 +130,8 @@ def test_killed_after_the_last_checkpoint_the_rerun_completes_the_epoch_record(
     assert record(model_dir, "best") == record(finished[0], "best")
     for a, b in zip(weights(model_dir), weights(finished[0])):
         np.testing.assert_array_equal(a, b)
-    assert env_hook  # the same point was hit at the final epoch's checkpoint below
 
+    # Killed after the final epoch's checkpoint: the rerun completes its record and exports.
     final = make_run(tmp_path, "final", num_epochs=1)
     assert train_cli(final, finished[1], hook="after_checkpoint:kill").returncode == -9
     assert train_cli(final, finished[1]).returncode == 0
@@ -199,9 +196,8 @@ def test_a_damaged_newest_checkpoint_falls_back_and_retrains_the_same(
     results = evaluation.evaluate_checkpoint(tiny_params(), str(model_dir), finished[1])
     evaluated = json.loads((model_dir / "metrics_eval.json").read_text())["checkpoint"]
     assert evaluated.endswith("ckpt-1") and np.isfinite(results["map_at_r"])
-    if damage != "index missing":
-        assert any("Skipped" in r.getMessage() and "ckpt-2" in r.getMessage()
-                   for r in caplog.records)
+    assert any("Skipped" in r.getMessage() and "ckpt-2" in r.getMessage()
+               for r in caplog.records)
     training.train_and_evaluate(tiny_params(), str(model_dir), finished[1])
     for a, b in zip(weights(model_dir), weights(finished[0])):
         np.testing.assert_array_equal(a, b)

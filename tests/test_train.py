@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -282,3 +283,15 @@ def test_cli_on_image_folders_trains_evaluates_visualizes_and_embeds(tmp_path):
     module = tf.saved_model.load(str(model_dir / "export"))
     assert module.signatures["serving_default"].structured_input_signature[1][
         "images"].shape.as_list() == [None, 24, 24, 3]
+
+
+def test_a_folder_run_whose_file_disappeared_stops_with_one_line_and_keeps_its_epochs(tmp_path):
+    data_dir = write_image_folders(tmp_path / "data", num_train=64, num_test=24, num_classes=4)
+    model_dir = str(tmp_path / "run")
+    params = tiny_params(num_epochs=1, image_channels=3, train_size=64)
+    training.train_and_evaluate(params, model_dir, data_dir)
+    gone = json.load(open(os.path.join(model_dir, "dataset.json")))["train"]["files"][5]
+    os.remove(os.path.join(data_dir, gone))
+    with pytest.raises(UserError, match="cannot be read any more .*" + re.escape(gone)):
+        training.train_and_evaluate(params.replace(num_epochs=2), model_dir, data_dir)
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-1")
