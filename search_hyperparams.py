@@ -26,7 +26,7 @@ def parse_args(argv):
                         help="folder whose params.json is the base of every setting")
     parser.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",
                         help="params key and the values to try; several keys make a product")
-    cli.add_data_dir_argument(parser, "the IDX files, passed to train.py")
+    cli.add_data_dir_argument(parser, "the data, passed to train.py")
     return parser.parse_args(argv)
 
 

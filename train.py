@@ -1,4 +1,4 @@
-"""Train a triplet-loss embedding network on MNIST (or any IDX dataset).
+"""Train a triplet-loss embedding network on MNIST, any IDX dataset or class folders of images.
 
     python train.py --model_dir experiments/base_model
 

@@ -48,10 +48,10 @@ def main(argv=None):
     input_fn.check_shapes(images, labels, params, "test", args.data_dir)
     embeddings = evaluation.embed_images(model, images, params)
 
-    names = [" ".join(name.split()) for name in map(str, class_names)]  # one line each
-    thumbnails = visualize.thumbnails(input_fn.decode_all(images, params))
+    names = visualize.one_line_names(class_names)
     paths = visualize.write_projector(args.model_dir, embeddings,
-                                      np.array(names, dtype=object)[labels], thumbnails)
+                                      np.array(names, dtype=object)[labels],
+                                      visualize.sprite_thumbnails(images, params))
     logging.info("Wrote %d embeddings of size %d for the projector: %s", *embeddings.shape,
                  ", ".join(paths.values()))
     picture = visualize.plot_embeddings(os.path.join(args.model_dir, PICTURE_FILENAME),

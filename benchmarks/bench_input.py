@@ -141,7 +141,7 @@ def folder_rows(args):
             data = datasets.Data(params.replace(cache="file"), {"layout": "folders"},
                                  (files, labels), (files[:1], labels[:1]))
             start = time.perf_counter()
-            cached = datasets.cached(data, root)
+            cached = datasets.cached(data, os.path.join(root, datasets.CACHE_DIR))
             build = time.perf_counter() - start
             rows.append((f"{len(files):,} JPEGs, file cache (built in {build:.1f} s)",
                          *time_folder_epoch(*cached.train, params)))

@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from typing import Optional
 
 import numpy as np
@@ -73,13 +72,22 @@ def _load_idx(params, data_dir, splits):
     found = max(max(int(labels.max()) + 1 for _, labels in loaded.values()), 2)
     if "train" in loaded:
         if params.num_labels is None:
-            params = params.replace(num_labels=found)
+            params = _with_num_labels(params, found,
+                                      mnist_dataset.split_path(data_dir, "train", "labels"))
         for split, (_, labels) in loaded.items():
             _check_label_range(labels, params,
                                mnist_dataset.split_path(data_dir, split, "labels"))
     record = {"layout": "idx", "data_dir": os.path.abspath(data_dir),
               "class_names": [str(label) for label in range(params.num_labels or found)]}
     return Data(params, record, loaded.get("train"), loaded.get("test"))
+
+
+def _with_num_labels(params, count, source):
+    """``params`` with ``num_labels`` = ``count``, the classes found in ``source``."""
+    from model.params import params_from_dict
+
+    return params_from_dict({**params.to_dict(), "num_labels": count},
+                            source=f"params.json with num_labels {count} from {source}")
 
 
 def _check_label_range(labels, params, path):
@@ -91,13 +99,15 @@ def _check_label_range(labels, params, path):
 
 
 def _load_folders(params, data_dir, model_dir, splits):
+    # What the scan depends on besides the files: a record made otherwise is not reused.
+    scan = {"layout": "folders", "data_dir": os.path.abspath(data_dir), "seed": params.seed,
+            "test_fraction": params.test_fraction}
     record = read_record(model_dir)
-    if not (record and record.get("layout") == "folders"
-            and record.get("data_dir") == os.path.abspath(data_dir)
+    if not (record and all(record.get(key) == value for key, value in scan.items())
             and all(split in record for split in splits)):
         scanned = image_folder.load(data_dir, params, splits)
-        record = {"layout": "folders", "data_dir": os.path.abspath(data_dir),
-                  "held_out": scanned["held_out"], "class_names": scanned["class_names"]}
+        record = {**scan, "held_out": scanned["held_out"],
+                  "class_names": scanned["class_names"]}
         for split in splits:
             paths, labels = scanned[split]
             record[split] = {"files": paths, "labels": labels.tolist()}
@@ -108,7 +118,8 @@ def _load_folders(params, data_dir, model_dir, splits):
                             "class; a triplet needs a negative of another class: add class "
                             "folders")
         if params.num_labels is None:
-            params = params.replace(num_labels=num_classes)
+            params = _with_num_labels(params, num_classes,
+                                      os.path.join(data_dir, image_folder.TRAIN_DIR))
         elif params.num_labels != num_classes:
             raise UserError(f"params.json sets num_labels {params.num_labels} but "
                             f"{os.path.join(data_dir, image_folder.TRAIN_DIR)} holds "
@@ -140,9 +151,8 @@ def check_same_classes(data, model_dir):
     if saved and saved.get("class_names") != data.class_names:
         old, new = saved.get("class_names") or [], data.class_names
         raise UserError(
-            f"{model_dir} was trained on {len(old)} classes ({', '.join(map(str, old[:3]))}"
-            f"{', ...' if len(old) > 3 else ''}) but the data now has {len(new)} "
-            f"({', '.join(map(str, new[:3]))}{', ...' if len(new) > 3 else ''}); pass the "
+            f"{model_dir} was trained on {len(old)} classes ({image_folder.first_names(old)}) "
+            f"but the data now has {len(new)} ({image_folder.first_names(new)}); pass the "
             "--data_dir it was trained on, or train in a new folder")
 
 
@@ -156,7 +166,7 @@ def for_training(params, data_dir, model_dir):
     """
     data = load(params, data_dir, model_dir)
     params = data.params
-    input_fn.check_data(*data.train, params)
+    input_fn.check_data(*data.train, params, data.class_names)
     eval_labels = data.test[1][:params.eval_size]
     try:
         metrics.check_calibration(eval_labels, seed=params.seed)
@@ -167,13 +177,13 @@ def for_training(params, data_dir, model_dir):
     return data
 
 
-def cached(data, model_dir):
+def cached(data, folder):
     """``data`` with its class-folder images decoded once, as ``params.cache`` says.
 
-    "memory" holds uint8 arrays; "file" writes ``MODEL_DIR/cache/<split>-<key>.npy``
-    (atomically, the key naming the files and the decoding settings) and maps it, so
-    memory does not grow with the dataset. IDX data and ``cache`` null come back as
-    they are.
+    "memory" holds uint8 arrays; "file" writes ``folder/<split>-<key>.npy`` (atomically,
+    the key naming the files and the decoding settings; ``MODEL_DIR/cache`` for a run) and
+    maps it, so memory does not grow with the dataset. IDX data and ``cache`` null come
+    back as they are.
     """
     mode = data.params.cache
     if mode is None or data.record["layout"] != "folders":
@@ -184,15 +194,14 @@ def cached(data, model_dir):
         if mode == "memory":
             decoded = input_fn.decode_all(images, data.params)
         else:
-            decoded = _file_cache(images, data.params, model_dir, split)
+            decoded = _file_cache(images, data.params, folder, split)
         setattr(out, split, (decoded, labels))
     return out
 
 
-def _file_cache(images, params, model_dir, split):
+def _file_cache(images, params, folder, split):
     key = hashlib.sha256(json.dumps(
         [list(images.paths), images.size, images.channels, images.resize]).encode()).hexdigest()
-    folder = os.path.join(model_dir, CACHE_DIR)
     path = os.path.join(folder, f"{split}-{key[:16]}.npy")
     if os.path.isfile(path):
         try:
@@ -206,17 +215,10 @@ def _file_cache(images, params, model_dir, split):
     for stale in os.listdir(folder):
         if stale.startswith(f"{split}-") and stale.endswith(".npy"):
             os.remove(os.path.join(folder, stale))
-    fd, tmp = tempfile.mkstemp(prefix=f".{split}-", suffix=".npy.tmp", dir=folder)
-    os.close(fd)
-    try:
+    with files.replaced_atomically(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=images.shape)
         input_fn.decode_all(images, params, out=out)
         out.flush()
         del out
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     logging.info("Cached the %d decoded %s images in %s", len(images), split, path)
     return np.load(path, mmap_mode="r")

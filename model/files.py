@@ -22,15 +22,28 @@ def write_text(path, text):
 
 def write_bytes(path, data):
     """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    with replaced_atomically(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def replaced_atomically(path):
+    """A temporary file name beside ``path``, renamed over ``path`` when the block ends
+    without an exception (removed otherwise).
+
+    The name holds this process's id: temporary files of writers killed before their
+    rename are removed by the next write of the same file, a live writer's are kept.
+    """
     folder = os.path.dirname(path) or "."
     prefix = f".{os.path.basename(path)}."
     _remove_dead_writers_files(folder, prefix)
     fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         test_hooks.reached(f"before_replace:{os.path.basename(path)}")
         os.replace(tmp, path)
     except BaseException:

@@ -58,6 +58,10 @@ class ImageFiles:
     def shape(self):
         return (len(self), self.size, self.size, self.channels)
 
+    def resized(self, size):
+        """The same files, decoded to ``size`` x ``size`` (e.g. thumbnails)."""
+        return ImageFiles(self.paths, size, self.channels, self.resize)
+
     def load(self, path):
         """The uint8 [size, size, channels] pixels of one file (a string tensor)."""
         return image_ops.load(path, self.size, self.channels, self.resize)
@@ -68,9 +72,14 @@ def is_folder_dataset(data_dir):
     return os.path.isdir(os.path.join(data_dir, TRAIN_DIR))
 
 
+def first_names(names):
+    """The first few of ``names``, comma-separated, with ", ..." when there are more."""
+    names = [str(name) for name in names]
+    return ", ".join(names[:_SHOWN]) + (", ..." if len(names) > _SHOWN else "")
+
+
 def _names(paths, root):
-    shown = ", ".join(os.path.relpath(path, root) for path in paths[:_SHOWN])
-    return shown + (", ..." if len(paths) > _SHOWN else "")
+    return first_names([os.path.relpath(path, root) for path in paths])
 
 
 def _walk_files(folder, seen):
@@ -114,11 +123,12 @@ def scan_classes(split_dir):
         raise UserError(f"{split_dir} holds images outside class folders ({_names(loose, split_dir)}); "
                         f"move each into {split_dir}/<class name>/")
     classes, empty, ignored = {}, [], []
-    seen = set()
     for entry in entries:
         if entry.name.startswith(".") or not entry.is_dir():
             continue
-        files = _walk_files(entry.path, seen)
+        # Loops are cut per class: a link into another class folder keeps this folder's
+        # class for what it reaches (the user linked it there).
+        files = _walk_files(entry.path, set())
         paths = [path for path in files if path.lower().endswith(image_ops.IMAGE_SUFFIXES)]
         ignored.extend(path for path in files
                        if not path.lower().endswith(image_ops.IMAGE_SUFFIXES))
@@ -178,7 +188,7 @@ def _keep_decodable(classes, split_dir, parallel):
     lost = [name for name, files in kept.items() if not files]
     if lost:
         logging.warning("Ignored %d class folder(s) in %s whose every file failed to decode: %s",
-                        len(lost), split_dir, ", ".join(lost[:_SHOWN]))
+                        len(lost), split_dir, first_names(lost))
     distinct = {tuple(size) for size in sizes[ok]}
     return {name: files for name, files in kept.items() if files}, distinct
 
@@ -187,7 +197,8 @@ def hold_out(classes, fraction, seed):
     """Split each class into (train, test): a seeded ``fraction`` of its images (at least
     one, and never all: a class keeps a train image) goes to test; single-image classes
     stay in train."""
-    rng = np.random.default_rng([seed, 1])
+    # Keys of their own: input_fn.epoch_rng draws from [seed, epoch].
+    rng = np.random.default_rng([seed, 0, 1])
     train, test = {}, {}
     for name, paths in classes.items():
         order = rng.permutation(len(paths))
@@ -233,7 +244,7 @@ def load(data_dir, params, splits=("train", "test")):
         if singles:
             logging.warning("%d class(es) in %s have a single image (%s): they give negatives "
                             "but no positive pair", len(singles), train_dir,
-                            ", ".join(singles[:_SHOWN]))
+                            first_names(singles))
     names = sorted(train_classes)
     if "test" in splits:
         test_classes, _ = _keep_decodable(test_classes, test_dir if not held_out else train_dir,
@@ -241,7 +252,7 @@ def load(data_dir, params, splits=("train", "test")):
         unseen = sorted(set(test_classes) - set(train_classes))
         if unseen:
             logging.info("%d test class(es) are not in %s (retrieval on unseen classes): %s",
-                         len(unseen), train_dir, ", ".join(unseen[:_SHOWN]))
+                         len(unseen), train_dir, first_names(unseen))
         names += unseen
     ids = {name: i for i, name in enumerate(names)}
     record["class_names"] = names
@@ -252,7 +263,7 @@ def load(data_dir, params, splits=("train", "test")):
         labels = np.array([ids[name] for name in sorted(classes) for _ in classes[name]],
                           np.int64)
         if split == "test":
-            order = np.random.default_rng([params.seed, 2]).permutation(len(paths))
+            order = np.random.default_rng([params.seed, 0, 2]).permutation(len(paths))
             paths, labels = [paths[i] for i in order], labels[order]
         if not paths:
             raise UserError(f"the {split} split of {data_dir} holds no image that decodes; "

@@ -13,7 +13,8 @@ Resizing keeps or drops the aspect ratio as ``params.resize`` says:
 * ``crop``: the largest centred square, scaled: no bars, the edges of long sides lost;
 * ``stretch``: scaled to the square, the aspect ratio not kept.
 
-Scaling is area-averaged when shrinking (no aliasing) and bilinear when enlarging.
+Scaling is area-averaged when the image's longer side shrinks (no aliasing) and
+bilinear otherwise.
 """
 
 import tensorflow as tf
@@ -36,8 +37,9 @@ def decode(data, channels):
     # Drop an alpha channel (grey + alpha has 2 channels, RGB + alpha 4).
     image = tf.cond(tf.equal(found % 2, 0), lambda: image[..., :found - 1], lambda: image)
     if channels == 3:
-        return tf.cond(tf.equal(tf.shape(image)[-1], 1),
-                       lambda: tf.tile(image, [1, 1, 3]), lambda: image)
+        rgb = tf.cond(tf.equal(tf.shape(image)[-1], 1),
+                      lambda: tf.tile(image, [1, 1, 3]), lambda: image)
+        return tf.ensure_shape(rgb, [None, None, 3])
     grey = tf.cond(
         tf.equal(tf.shape(image)[-1], 3),
         lambda: tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))),

@@ -38,13 +38,14 @@ from model.errors import UserError
 from model.image_folder import ImageFiles
 
 
-def check_data(images, labels, params):
+def check_data(images, labels, params, class_names=None):
     """Reject data the params cannot train on, before any training starts.
 
     Args:
-        images: uint8 [N, rows, cols].
+        images: uint8 [N, S, S] or [N, S, S, C], or :class:`~model.image_folder.ImageFiles`.
         labels: int [N].
         params: :class:`model.params.Params`.
+        class_names: the name of each label, used in the messages (default: the label).
 
     Raises:
         UserError: no images, image size != ``params.image_size``, images and labels
@@ -63,9 +64,10 @@ def check_data(images, labels, params):
     small = classes[counts < k]
     if small.size:
         fewest = int(counts.min())
+        name = class_names[small[0]] if class_names is not None else small[0]
         raise UserError(
             f"num_images_per_class is {k} but {small.size} class(es) have fewer images "
-            f"(class {small[0]} has {int(counts[classes == small[0]][0])}, the smallest "
+            f"(class {name} has {int(counts[classes == small[0]][0])}, the smallest "
             f"{fewest}); set num_images_per_class to at most {fewest} or remove those classes")
 
 
@@ -338,8 +340,9 @@ def read_batches(dataset):
             return
         except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
             message = " ".join(str(getattr(err, "message", err)).split())[:300]
-            raise UserError(f"an image file cannot be read any more ({message}); restore it, "
-                            "or train in a new folder to scan the data again") from None
+            raise UserError(f"an image file cannot be read or decoded any more ({message}); "
+                            "restore it, or train in a new folder to scan the data "
+                            "again") from None
         yield batch
 
 

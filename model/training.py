@@ -41,9 +41,11 @@ from model.params import RESOLVED_PARAMS_FILENAME, Params, save_params
 # strategies and margins, the loss is not.
 BEST_METRIC = "map_at_r"
 # Keys that may change between a run and its resumption without changing what the
-# checkpoints mean (e.g. train for more epochs).
+# checkpoints mean (e.g. train for more epochs). num_labels only bounds the labels and P
+# (runs saved before it was taken from the data hold the old default, 10); a change of
+# the classes themselves is caught by dataset.json.
 RESUMABLE_CHANGES = ("num_epochs", "save_summary_steps", "keep_checkpoint_max", "cache",
-                     "num_parallel_calls")
+                     "num_parallel_calls", "num_labels")
 METRICS_FILES = {kind: f"metrics_eval_{kind}.json" for kind in ("untrained", "last", "best")}
 
 
@@ -144,8 +146,6 @@ def _check_same_params(saved, params, model_dir):
     current = params.to_dict()
     # Keys added since the run was saved held their (unchanged) defaults then.
     saved = {**Params().to_dict(), **saved}
-    if current["num_labels"] is None:  # not yet resolved from the data: any count agrees
-        current["num_labels"] = saved["num_labels"]
     changed = sorted(k for k in set(saved) | set(current)
                      if saved.get(k) != current.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
@@ -247,7 +247,9 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
         if run.chief:
             save_params(params, model_dir)
             datasets.save_record(data, model_dir)
-        data = datasets.cached(data, model_dir)
+        # Each worker of a multi-worker run caches into its own folder: no two write one file.
+        data = datasets.cached(data, worker_checkpoint_dir(
+            os.path.join(model_dir, datasets.CACHE_DIR), run.strategy))
         return _train(run, params, model_dir, (data.train, data.test), restored)
 
 

@@ -99,6 +99,15 @@ def make_sprite(images):
             .reshape(side * h, side * w, *colours))
 
 
+_THUMBNAIL_CHUNK = 1000  # images shrunk at a time (float32 copies of a chunk only)
+
+
+def largest_thumbnail(count, side):
+    """The largest side of ``count`` square thumbnails whose sprite fits the projector's
+    :data:`MAX_SPRITE_SIDE` (``side`` when the images fit as they are)."""
+    return min(side, MAX_SPRITE_SIDE // math.ceil(math.sqrt(count)))
+
+
 def thumbnails(images):
     """The images shrunk (area-averaged) just enough for their sprite to fit the
     projector's :data:`MAX_SPRITE_SIDE`; unchanged when it already fits.
@@ -107,16 +116,37 @@ def thumbnails(images):
         images: uint8 [N, h, w] or [N, h, w, C].
     """
     images = _as_images(images)
-    side = math.ceil(math.sqrt(len(images)))
     largest = max(images.shape[1:3])
-    if side * largest <= MAX_SPRITE_SIDE:
+    scale = largest_thumbnail(len(images), largest) / largest
+    if scale == 1:
         return images
-    scale = (MAX_SPRITE_SIDE // side) / largest
     height, width = (max(1, int(dim * scale)) for dim in images.shape[1:3])
     pixels = images if images.ndim == 4 else images[..., None]
-    small = tf.image.resize(tf.cast(pixels, tf.float32), [height, width], method="area")
-    small = tf.cast(tf.clip_by_value(tf.round(small), 0, 255), tf.uint8).numpy()
+    chunks = []
+    for start in range(0, len(pixels), _THUMBNAIL_CHUNK):
+        chunk = tf.cast(pixels[start:start + _THUMBNAIL_CHUNK], tf.float32)
+        small = tf.image.resize(chunk, [height, width], method="area")
+        chunks.append(tf.cast(tf.clip_by_value(tf.round(small), 0, 255), tf.uint8).numpy())
+    small = np.concatenate(chunks)
     return small if images.ndim == 4 else small[..., 0]
+
+
+def sprite_thumbnails(images, params):
+    """uint8 thumbnails of a split's images (an array or image files), as small as the
+    projector's sprite needs: files are decoded straight to that size, so a large test
+    set of large images is never held at full size."""
+    from model import input_fn
+    from model.image_folder import ImageFiles
+
+    if isinstance(images, ImageFiles):
+        images = images.resized(largest_thumbnail(len(images), params.image_size))
+    return thumbnails(input_fn.decode_all(images, params))
+
+
+def one_line_names(names):
+    """Class names as the projector's metadata.tsv can hold them: whitespace runs (tabs,
+    newlines, which folder names may contain) become one space."""
+    return [" ".join(str(name).split()) for name in names]
 
 
 def projector_tensor_key(tensor_name):

@@ -85,7 +85,7 @@ def test_a_cache_holds_the_decoded_pixels(folders, tmp_path, mode):
     os.makedirs(model_dir)
     params = FOLDER_PARAMS.replace(cache=mode)
     data = datasets.load(params, folders, model_dir)
-    cached = datasets.cached(data, model_dir)
+    cached = datasets.cached(data, os.path.join(model_dir, "cache"))
     for split in ("train", "test"):
         streamed = input_fn.decode_all(getattr(data, split)[0], params)
         np.testing.assert_array_equal(np.asarray(getattr(cached, split)[0]), streamed)
@@ -96,20 +96,20 @@ def test_a_cache_holds_the_decoded_pixels(folders, tmp_path, mode):
                    for name in os.listdir(os.path.join(model_dir, "cache"))
                    if name.startswith("train-")]
         mtime = os.path.getmtime(path)
-        datasets.cached(data, model_dir)  # reused, not rebuilt
+        datasets.cached(data, os.path.join(model_dir, "cache"))  # reused, not rebuilt
         assert os.path.getmtime(path) == mtime
         with open(path, "rb") as f:  # a damaged cache is rebuilt
             head = f.read(100)
         with open(path + ".tmp", "wb") as f:
             f.write(head)
         os.replace(path + ".tmp", path)  # (in place would break the mapping still open)
-        rebuilt = datasets.cached(data, model_dir)
+        rebuilt = datasets.cached(data, os.path.join(model_dir, "cache"))
         np.testing.assert_array_equal(np.asarray(rebuilt.train[0]), np.asarray(cached.train[0]))
 
 
 def test_idx_data_is_not_cached(tiny_data_dir, tmp_path):
     data = datasets.load(Params().replace(cache="file"), tiny_data_dir)
-    assert datasets.cached(data, str(tmp_path)) is data
+    assert datasets.cached(data, str(tmp_path / "cache")) is data
     assert not os.path.exists(tmp_path / "cache")
 
 
@@ -127,3 +127,16 @@ def test_dataset_record_is_json_with_relative_paths(folders, tmp_path):
     record = json.load(open(os.path.join(model_dir, datasets.DATASET_FILE)))
     assert record["data_dir"] == os.path.abspath(folders)
     assert all(not os.path.isabs(path) for path in record["train"]["files"])
+
+
+def test_a_record_made_with_another_seed_or_test_fraction_is_not_reused(tmp_path):
+    data_dir = write_image_folders(tmp_path / "data", num_train=40, num_classes=4, size=16,
+                                   with_test=False)
+    model_dir = str(tmp_path / "run")
+    os.makedirs(model_dir)
+    data = datasets.load(FOLDER_PARAMS, data_dir, model_dir)
+    datasets.save_record(data, model_dir)
+    for changes in (dict(seed=1), dict(test_fraction=0.5)):
+        other = datasets.load(FOLDER_PARAMS.replace(**changes), data_dir, model_dir)
+        assert other.record["test"] != data.record["test"]
+    assert datasets.load(FOLDER_PARAMS, data_dir, model_dir).record == data.record

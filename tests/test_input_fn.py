@@ -294,6 +294,24 @@ def test_a_file_gone_since_the_scan_is_a_one_line_error_naming_it(tmp_path):
     images, labels = make_data([6, 6])
     files = as_png_files(images, tmp_path)
     os.remove(files.paths[4])
-    with pytest.raises(UserError, match=r"cannot be read any more \(.*4\.png") as info:
+    with pytest.raises(UserError, match=r"cannot be read or decoded any more \(.*4\.png") as info:
         list(input_fn.read_batches(input_fn.train_dataset(files, labels, params(batch_size=4), 0)))
     assert "\n" not in str(info.value)
+
+
+def test_the_augmentation_of_an_epoch_is_seeded_by_that_epoch(monkeypatch):
+    from model import augment
+
+    seen = []
+    real_seed = augment.batch_seed
+
+    def recording(seed, epoch, index):
+        seen.append((seed, epoch))
+        return real_seed(seed, epoch, index)
+
+    monkeypatch.setattr(augment, "batch_seed", recording)
+    images, labels = make_data([10, 10])
+    p = params(batch_size=8, augment_translate=1, seed=5)
+    for epoch in (0, 3):
+        list(input_fn.train_dataset(images, labels, p, epoch))
+    assert {(5, 0), (5, 3)} <= set(seen) and {epoch for _, epoch in seen} == {0, 3}

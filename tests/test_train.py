@@ -127,13 +127,15 @@ AUGMENTED = dict(augment_translate=2, augment_crop=0.8, augment_brightness=0.1,
                  augment_contrast=0.1)
 
 
-@pytest.mark.parametrize("data", ["idx", "idx augmented", "folders augmented"])
+@pytest.mark.parametrize("data", ["idx", "idx augmented", "folders augmented",
+                                  "folders grey cached"])
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, tiny_data_dir, monkeypatch,
                                                        data):
     params = tiny_params(**(AUGMENTED if "augmented" in data else {}))
     if data.startswith("folders"):
         tiny_data_dir = write_image_folders(tmp_path / "folders", sizes=[(28, 28), (30, 24)])
-        params = params.replace(image_channels=3, augment_flip=True)
+        params = params.replace(image_channels=1 if "grey" in data else 3, augment_flip=True,
+                                cache="file" if "cached" in data else None)
     straight = str(tmp_path / "straight")
     training.train_and_evaluate(params, straight, tiny_data_dir)
 
@@ -292,6 +294,49 @@ def test_a_folder_run_whose_file_disappeared_stops_with_one_line_and_keeps_its_e
     training.train_and_evaluate(params, model_dir, data_dir)
     gone = json.load(open(os.path.join(model_dir, "dataset.json")))["train"]["files"][5]
     os.remove(os.path.join(data_dir, gone))
-    with pytest.raises(UserError, match="cannot be read any more .*" + re.escape(gone)):
+    with pytest.raises(UserError, match="cannot be read or decoded any more .*" + re.escape(gone)):
         training.train_and_evaluate(params.replace(num_epochs=2), model_dir, data_dir)
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-1")
+
+
+def test_runs_saved_before_new_keys_existed_still_resume():
+    saved = {key: value for key, value in tiny_params().to_dict().items()
+             if key not in ("num_conv_blocks", "image_channels", "resize", "augment_flip")}
+    training._check_same_params({**saved, "num_labels": 10}, tiny_params(num_labels=7), "DIR")
+    with pytest.raises(UserError, match=r"num_conv_blocks: 2 -> 3"):
+        training._check_same_params(saved, tiny_params(num_conv_blocks=3), "DIR")
+
+
+def test_a_folder_run_resumed_on_other_classes_is_refused_untouched(tmp_path):
+    first = write_image_folders(tmp_path / "first", num_train=64, num_test=24, num_classes=4)
+    other = write_image_folders(tmp_path / "other", num_train=64, num_test=24, num_classes=3)
+    model_dir = str(tmp_path / "run")
+    params = tiny_params(num_epochs=1, train_size=64)
+    training.train_and_evaluate(params, model_dir, first)
+    def written():  # (the lock file is the refused run's own)
+        return {name: os.path.getmtime(os.path.join(model_dir, name))
+                for name in os.listdir(model_dir) if name != ".lock"}
+
+    before = written()
+    with pytest.raises(UserError, match="was trained on 4 classes .* but the data now has 3"):
+        training.train_and_evaluate(params.replace(num_epochs=2), model_dir, other)
+    assert written() == before
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({"train/loose.png"}, "holds images outside class folders"),
+    ({"train/a/broken.png", "train/b/broken.png"}, "holds no image that decodes"),
+])
+def test_cli_unusable_folders_exit_2_and_write_nothing(tmp_path, layout, message):
+    for relative in layout:
+        path = tmp_path / "data" / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not an image")
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text(json.dumps({**TINY, "image_channels": 3}))
+    result = run_script("train.py", "--model_dir", str(model_dir), "--data_dir",
+                        str(tmp_path / "data"))
+    assert result.returncode == 2 and message in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert sorted(os.listdir(model_dir)) == [".lock", "params.json"]
