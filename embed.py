@@ -21,7 +21,8 @@ def parse_args(argv):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True, help="experiment folder of a trained run")
     parser.add_argument("--resize", action="store_true",
-                        help="resize images of another size (as params.resize says) instead of refusing them")
+                        help="resize images of another size (as params.resize says) instead of "
+                             "refusing them")
     parser.add_argument("images", nargs="+", help="PNG, JPEG, GIF or BMP files")
     return parser.parse_args(argv)
 

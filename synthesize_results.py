@@ -4,8 +4,11 @@
 
 Reads each experiment's metrics_eval_best.json (or metrics_eval_last.json with
 --which last): precision@1, R-precision, MAP@R, the eval loss, the training time, and
-the untrained network's figures (metrics_eval_untrained.json). A metrics file that
-cannot be read is skipped with a warning naming it.
+the untrained network's figures (metrics_eval_untrained.json). For a run with a
+validation split (validation_size > 0) the best row shows the test figures of the
+checkpoint chosen on validation (metrics_test_best.json); the selected_on column says
+which split chose it. A metrics file that cannot be read is skipped with a warning
+naming it.
 """
 
 import argparse

@@ -7,8 +7,8 @@ Each image is a shipped MNIST digit, drawn in a random bright colour on a random
 background, scaled by a random factor and placed at a random position on a canvas of
 random size (48 to 96 pixels a side, not always square), saved as JPEG or PNG in turn:
 
-    OUT/train/<zero..nine>/<index>.jpg|png     (--train_per_class per class, from MNIST's train split)
-    OUT/test/<zero..nine>/<index>.jpg|png      (--test_per_class per class, from its test split)
+    OUT/train/<zero..nine>/<index>.jpg|png   --train_per_class each, from MNIST's train split
+    OUT/test/<zero..nine>/<index>.jpg|png    --test_per_class each, from its test split
 
 so the folders look like users' own photos: colour, any size and aspect, two formats,
 named classes. The same --seed writes the same files.

@@ -37,6 +37,8 @@ class Data:
     record: dict
     train: Optional[tuple] = None
     test: Optional[tuple] = None
+    # Held out of train when params.validation_size > 0 (see for_training).
+    validation: Optional[tuple] = None
 
     @property
     def class_names(self):
@@ -164,7 +166,7 @@ def for_training(params, data_dir, model_dir):
             that cannot be built, too few images), or a test set on which the
             verification threshold cannot be calibrated.
     """
-    data = load(params, data_dir, model_dir)
+    data = hold_out_validation(load(params, data_dir, model_dir))
     params = data.params
     input_fn.check_data(*data.train, params, data.class_names)
     eval_labels = data.test[1][:params.eval_size]
@@ -175,6 +177,28 @@ def for_training(params, data_dir, model_dir):
                         "test images cannot calibrate the verification threshold; raise "
                         "eval_size or use a test set with more classes") from None
     return data
+
+
+def hold_out_validation(data):
+    """``data`` with ``params.validation_size`` train images moved to ``data.validation``.
+
+    A seeded random sample (its own random stream), in their stored order, as the rest.
+
+    Raises:
+        UserError: a validation split that would leave fewer than 2 train images.
+    """
+    size = data.params.validation_size
+    if not size:
+        return data
+    images, labels = data.train
+    if size > len(labels) - 2:
+        raise UserError(f"validation_size is {size} but the train split holds {len(labels)} "
+                        f"images; lower it to at most {len(labels) - 2}")
+    # input_fn.epoch_rng draws from [seed, epoch] and image_folder from [seed, 0, 1|2].
+    chosen = np.zeros(len(labels), bool)
+    chosen[np.random.default_rng([data.params.seed, 0, 3]).permutation(len(labels))[:size]] = True
+    return dataclasses.replace(data, train=(images[~chosen], labels[~chosen]),
+                               validation=(images[chosen], labels[chosen]))
 
 
 def cached(data, folder):
@@ -189,7 +213,9 @@ def cached(data, folder):
     if mode is None or data.record["layout"] != "folders":
         return data
     out = dataclasses.replace(data)
-    for split in ("train", "test"):
+    for split in ("train", "validation", "test"):
+        if getattr(data, split) is None:
+            continue
         images, labels = getattr(data, split)
         if mode == "memory":
             decoded = input_fn.decode_all(images, data.params)

@@ -120,8 +120,8 @@ def scan_classes(split_dir):
     loose = [entry.path for entry in entries
              if entry.is_file() and entry.name.lower().endswith(image_ops.IMAGE_SUFFIXES)]
     if loose:
-        raise UserError(f"{split_dir} holds images outside class folders ({_names(loose, split_dir)}); "
-                        f"move each into {split_dir}/<class name>/")
+        raise UserError(f"{split_dir} holds images outside class folders "
+                        f"({_names(loose, split_dir)}); move each into {split_dir}/<class name>/")
     classes, empty, ignored = {}, [], []
     for entry in entries:
         if entry.name.startswith(".") or not entry.is_dir():

@@ -85,9 +85,20 @@ def _image_spec(params):
             tf.TensorSpec([None], tf.int64))
 
 
-def make_optimizer(params):
-    """Adam (default betas); with float16 compute, wrapped in dynamic loss scaling."""
-    optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate)
+def make_optimizer(params, steps_per_epoch=None):
+    """Adam (default betas); with float16 compute, wrapped in dynamic loss scaling.
+
+    With ``learning_rate_schedule`` "cosine" the rate follows a cosine from
+    ``learning_rate`` to 0 over ``num_epochs * steps_per_epoch`` steps (the optimizer's own
+    step count, saved in the checkpoint, so a resumed run continues the same curve).
+    """
+    learning_rate = params.learning_rate
+    if params.learning_rate_schedule == "cosine":
+        if not steps_per_epoch:
+            raise ValueError("a cosine learning rate schedule needs steps_per_epoch")
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            params.learning_rate, decay_steps=params.num_epochs * steps_per_epoch)
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     if keras.mixed_precision.global_policy().compute_dtype == "float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer

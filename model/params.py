@@ -29,6 +29,7 @@ DISTANCES = ("L2", "squared-L2", "angular")
 # model.images.RESIZE_MODES (not imported: this module loads without TensorFlow).
 RESIZE_MODES = ("pad", "crop", "stretch")
 CACHE_MODES = ("memory", "file")
+LR_SCHEDULES = ("constant", "cosine")
 PARAMS_FILENAME = "params.json"
 RESOLVED_PARAMS_FILENAME = "params_resolved.json"
 # The largest batch the exact batch-all indexes with int32 (B * B < 2^31).
@@ -49,6 +50,8 @@ class Params:
 
     # Optimisation.
     learning_rate: float = _key(1e-3, "Adam's learning rate (default betas)", above=0.0)
+    learning_rate_schedule: str = _key("constant", "constant, or cosine: decayed to 0 over "
+                                                   "num_epochs", choices=LR_SCHEDULES)
     batch_size: int = _key(64, "training batch size (the global batch under a strategy)",
                            at_least=1, at_most=MAX_BATCH)
     num_epochs: int = _key(20, "epochs to train; raise it and run again to train longer",
@@ -90,6 +93,9 @@ class Params:
                            at_most=2**31 - 1)
     eval_size: int = _key(10000, "evaluate on the first eval_size test images", at_least=1,
                           at_most=2**31 - 1)
+    validation_size: int = _key(0, "train images held out (seeded) to evaluate each epoch and "
+                                   "pick best/ on; 0: the test set, as the original",
+                                at_least=0, at_most=2**31 - 1)
     num_parallel_calls: int = _key(4, "parallel batch-decoding calls of the input pipeline",
                                    at_least=1, at_most=1024)
     num_classes_per_batch: Optional[int] = _key(None, "P of balanced P x K batches",

@@ -11,6 +11,8 @@ from model.params import PARAMS_FILENAME, params_from_dict
 
 RESULT_COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "loss")
 UNTRAINED_FILENAME = "metrics_eval_untrained.json"
+# Written by runs with a validation split: the test figures of the checkpoint chosen on it.
+TEST_BEST_FILENAME = "metrics_test_best.json"
 UNTRAINED_COLUMNS = ("precision_at_1", "map_at_r")
 TABLE_COLUMNS = RESULT_COLUMNS + ("train_minutes",) + tuple(
     f"untrained_{name}" for name in UNTRAINED_COLUMNS)
@@ -84,7 +86,11 @@ def collect_results(parent_dir, which="best"):
     """Rows ``(experiment, metrics dict)`` for every folder below ``parent_dir`` with results.
 
     Reads ``metrics_eval_{which}.json`` (its figures, epoch and ``train_minutes``) and,
-    when present, ``metrics_eval_untrained.json`` (as ``untrained_*`` columns). A file
+    when present, ``metrics_eval_untrained.json`` (as ``untrained_*`` columns). For the
+    best epoch of a run with a validation split, the figures are the test set's of the
+    checkpoint chosen on validation (``metrics_test_best.json``; no untrained columns:
+    those were measured on validation), and ``selected_on`` says which split chose the
+    epoch; with ``which="last"`` such a run's figures are its validation split's. A file
     that is not a JSON object of figures is skipped with a one-line warning naming it.
     """
     rows = []
@@ -96,7 +102,15 @@ def collect_results(parent_dir, which="best"):
         values = _read_figures(os.path.join(root, filename))
         if values is None:
             continue
-        if UNTRAINED_FILENAME in names:
+        validated = TEST_BEST_FILENAME in names  # its eval figures are the validation split's
+        if which == "best":
+            values["selected_on"] = "validation" if validated else "test"
+        if which == "best" and validated:
+            tested = _read_figures(os.path.join(root, TEST_BEST_FILENAME))
+            if tested is None:
+                continue
+            values = {**tested, "selected_on": "validation"}
+        elif UNTRAINED_FILENAME in names:
             untrained = _read_figures(os.path.join(root, UNTRAINED_FILENAME)) or {}
             values.update({f"untrained_{name}": value for name, value in untrained.items()
                            if name in UNTRAINED_COLUMNS})
@@ -118,10 +132,10 @@ def _read_figures(path):
 
 def markdown_table(rows, columns=TABLE_COLUMNS):
     """A markdown table: one row per experiment, figures to 4 decimals (minutes to 1)."""
-    header = ["experiment", "epoch", *columns]
+    header = ["experiment", "epoch", "selected_on", *columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, values in rows:
-        cells = [name, str(values.get("epoch", ""))]
+        cells = [name, str(values.get("epoch", "")), values.get("selected_on", "")]
         cells += ["" if c not in values else f"{values[c]:.1f}" if c == "train_minutes"
                   else f"{values[c]:.4f}" for c in columns]
         lines.append("| " + " | ".join(cells) + " |")

@@ -8,6 +8,7 @@ Layout of a model_dir (``params.json`` is the user's; everything else is written
     best/                   the checkpoint with the best eval MAP@R
     train/, eval/           TensorBoard event files (eval/ also holds the HParams record)
     metrics_eval_untrained.json, metrics_eval_last.json, metrics_eval_best.json
+    metrics_test_best.json  with a validation split: the test figures of the best checkpoint
     export/, verification.json   the final network and its same / different threshold
     dataset.json            the data the run reads (model.datasets); cache/ its decoded images
     .lock                   held by the process training in the folder
@@ -47,6 +48,8 @@ BEST_METRIC = "map_at_r"
 RESUMABLE_CHANGES = ("num_epochs", "save_summary_steps", "keep_checkpoint_max", "cache",
                      "num_parallel_calls", "num_labels")
 METRICS_FILES = {kind: f"metrics_eval_{kind}.json" for kind in ("untrained", "last", "best")}
+# With a validation split: the test figures of the checkpoint chosen on it.
+TEST_BEST_FILE = "metrics_test_best.json"
 
 
 class TrainingDiverged(UserError):
@@ -76,14 +79,14 @@ class Run:
     ``model_dir/.scratch/worker_N`` (bounded by keep_checkpoint_max like the chief's).
     """
 
-    def __init__(self, params, model_dir, strategy=None):
+    def __init__(self, params, model_dir, strategy=None, steps_per_epoch=None):
         self.params = params
         self.model_dir = model_dir
         self.strategy = strategy or tf.distribute.get_strategy()
         self.chief = is_chief(self.strategy)
         with self.strategy.scope():
             self.model = build_model(params)
-            self.optimizer = make_optimizer(params)
+            self.optimizer = make_optimizer(params, steps_per_epoch)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
@@ -242,7 +245,8 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
         logging.info("Training %s (%s, margin %s) on %s", model_dir, params.triplet_strategy,
                      params.margin, data_dir)
         seed_everything(params.seed)
-        run = Run(params, model_dir, strategy)
+        run = Run(params, model_dir, strategy,
+                  input_fn.steps_per_epoch(len(data.train[1]), params))
         restored = run.restore_latest()
         if run.chief:
             save_params(params, model_dir)
@@ -250,11 +254,15 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
         # Each worker of a multi-worker run caches into its own folder: no two write one file.
         data = datasets.cached(data, worker_checkpoint_dir(
             os.path.join(model_dir, datasets.CACHE_DIR), run.strategy))
-        return _train(run, params, model_dir, (data.train, data.test), restored)
+        return _train(run, params, model_dir, data, restored)
 
 
 def _train(run, params, model_dir, data, restored):
-    (train_images, train_labels), (test_images, test_labels) = data
+    """Train ``data`` (a :class:`model.datasets.Data`), evaluating every epoch on its
+    validation split when it has one, else on its test split."""
+    train_images, train_labels = data.train
+    # The split every epoch is evaluated on and best/ is chosen by.
+    watched = data.validation or data.test
     eval_steps = make_embed_step(run.model, params), make_loss_step(params)
     train_writer, eval_writer = (
         tf.summary.create_file_writer(os.path.join(model_dir, name)) if run.chief
@@ -269,13 +277,17 @@ def _train(run, params, model_dir, data, restored):
                 # Killed after the epoch's checkpoint, before its record: the weights are
                 # those that were evaluated, so the record comes out the same.
                 record, embeddings = _evaluate_epoch(run, params, model_dir, eval_steps,
-                                                     data[1], eval_writer)
+                                                     watched, eval_writer)
             if files.read_json(_metrics_path(model_dir, "best")) is None:
-                _rewrite_best_record(run, params, model_dir, eval_steps, data[1])
+                best = _evaluate_best(params, model_dir, eval_steps, watched)
+                if best is not None:
+                    path = best.pop("checkpoint")
+                    files.write_json(_metrics_path(model_dir, "best"), best)
+                    logging.info("Rewrote %s from %s", METRICS_FILES["best"], path)
         _migrate_best_score(run, model_dir)
     elif run.chief:
         _write_hparams(eval_writer, model_dir, params)
-        results, _ = evaluation.evaluate(*eval_steps, params, test_images, test_labels)
+        results, _ = evaluation.evaluate(*eval_steps, params, *watched)
         _write_scalars(eval_writer, results, 0)
         files.write_json(_metrics_path(model_dir, "untrained"), {"epoch": 0, "step": 0,
                                                                  **results})
@@ -305,17 +317,20 @@ def _train(run, params, model_dir, data, restored):
         train_time = time.time() - start
         run.epoch.assign(epoch + 1)
         train_writer.flush()
-        record, embeddings = _evaluate_epoch(run, params, model_dir, eval_steps, data[1],
+        record, embeddings = _evaluate_epoch(run, params, model_dir, eval_steps, watched,
                                              eval_writer, start, loss_sum / max(done, 1),
                                              train_time)
     if run.chief:
-        _finish(run, params, model_dir, eval_steps, data[1], embeddings)
+        if data.validation is not None:
+            _test_the_best(params, model_dir, eval_steps, data.test)
+            embeddings = None  # of the validation images: calibration takes the test set's
+        _finish(run, params, model_dir, eval_steps, data.test, embeddings)
     return _figures(files.read_json(_metrics_path(model_dir, "last")) or record)
 
 
 def _figures(record):
     return {name: value for name, value in record.items()
-            if name not in ("epoch", "step", "train_minutes")}
+            if name not in ("epoch", "step", "train_minutes", "checkpoint", "selected_on")}
 
 
 def _evaluate_epoch(run, params, model_dir, eval_steps, test, eval_writer, start=None,
@@ -370,20 +385,37 @@ def _migrate_best_score(run, model_dir):
             run.best_score.assign(best[BEST_METRIC])
 
 
-def _rewrite_best_record(run, params, model_dir, eval_steps, test):
-    """Recompute a missing or damaged metrics_eval_best.json from the best checkpoint."""
+def _evaluate_best(params, model_dir, eval_steps, split):
+    """The record of the best checkpoint evaluated on ``split`` (images, labels), with the
+    checkpoint's path, epoch, step and training time; None if there is no best checkpoint."""
     best_run = tf.train.Checkpoint(model=build_plain_model(params), epoch=tf.Variable(
         0, dtype=tf.int64), step=tf.Variable(0, dtype=tf.int64),
         seconds=tf.Variable(0.0, dtype=tf.float64))
     path = checkpoints.restore(best_run, os.path.join(model_dir, CHECKPOINT_DIRS["best"]))
     if path is None:
-        return
+        return None
     results, _ = evaluation.evaluate(make_embed_step(best_run.model, params), eval_steps[1],
-                                     params, *test)
-    files.write_json(_metrics_path(model_dir, "best"), {
-        "epoch": int(best_run.epoch.numpy()), "step": int(best_run.step.numpy()),
-        "train_minutes": float(best_run.seconds.numpy()) / 60, **results})
-    logging.info("Rewrote %s from %s", METRICS_FILES["best"], path)
+                                     params, *split)
+    return {"epoch": int(best_run.epoch.numpy()), "step": int(best_run.step.numpy()),
+            "train_minutes": float(best_run.seconds.numpy()) / 60, "checkpoint": path,
+            **results}
+
+
+def _test_the_best(params, model_dir, eval_steps, test):
+    """Write ``metrics_test_best.json``: the test figures of the checkpoint chosen on the
+    validation split (the test set plays no part in choosing it). Rewritten when missing,
+    damaged or of another epoch than ``metrics_eval_best.json`` (a rerun repairs it)."""
+    chosen = files.read_json(_metrics_path(model_dir, "best")) or {}
+    tested = files.read_json(os.path.join(model_dir, TEST_BEST_FILE)) or {}
+    if "epoch" in tested and tested.get("epoch") == chosen.get("epoch"):
+        return
+    record = _evaluate_best(params, model_dir, eval_steps, test)
+    if record is None:
+        return
+    files.write_json(os.path.join(model_dir, TEST_BEST_FILE), {**record,
+                                                              "selected_on": "validation"})
+    logging.info("Test set, checkpoint of epoch %d chosen on the validation split: %s",
+                 record["epoch"], _format(_figures(record)))
 
 
 def _finish(run, params, model_dir, eval_steps, test, embeddings):

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny synthetic IDX datasets written into a tmp dir."""
 
 import gzip
+import os
 import struct
 
 import numpy as np
@@ -102,12 +103,11 @@ def write_image_folders(root, num_train=120, num_test=50, num_classes=4, size=28
     """Class folders ``root/train/class_<c>/`` (and ``root/test/``) of synthetic images.
 
     The images are :func:`synthetic_digits` (the class is a bar's row), tinted per class
-    when ``colour`` (RGB; "mixed": every other image), saved alternately in ``formats``; ``sizes`` (a list of
-    (height, width)) gives the images other sizes in turn, resized from the square ones.
+    when ``colour`` (RGB; "mixed": every other image), saved alternately in ``formats``;
+    ``sizes`` (a list of (height, width)) gives the images other sizes in turn, resized
+    from the square ones.
     Returns the root as a string.
     """
-    import os
-
     splits = (("train", num_train, 1), ("test", num_test, 2))[:2 if with_test else 1]
     for split, count, seed in splits:
         images, labels = synthetic_digits(count, num_classes=num_classes, size=size, seed=seed)

@@ -140,3 +140,25 @@ def test_a_record_made_with_another_seed_or_test_fraction_is_not_reused(tmp_path
         other = datasets.load(FOLDER_PARAMS.replace(**changes), data_dir, model_dir)
         assert other.record["test"] != data.record["test"]
     assert datasets.load(FOLDER_PARAMS, data_dir, model_dir).record == data.record
+
+
+@pytest.mark.parametrize("layout", ["idx", "folders"])
+def test_a_validation_split_is_a_seeded_sample_of_train(tiny_data_dir, folders, layout):
+    data_dir, params = ((tiny_data_dir, Params()) if layout == "idx"
+                        else (folders, FOLDER_PARAMS))
+    whole = datasets.load(params.replace(validation_size=10), data_dir)
+    data = datasets.hold_out_validation(whole)
+    assert len(data.validation[1]) == 10 and len(data.train[1]) == len(whole.train[1]) - 10
+    full = input_fn.decode_all(whole.train[0], params)
+    parts = [input_fn.decode_all(split[0], params) for split in (data.train, data.validation)]
+    rows = {row.tobytes() for row in full}
+    assert {row.tobytes() for part in parts for row in part} == rows
+    again = datasets.hold_out_validation(whole)
+    np.testing.assert_array_equal(again.validation[1], data.validation[1])
+    other = datasets.hold_out_validation(datasets.load(
+        params.replace(validation_size=10, seed=1), data_dir))
+    assert not np.array_equal(input_fn.decode_all(other.validation[0], params), parts[1])
+    assert datasets.hold_out_validation(datasets.load(params, data_dir)).validation is None
+    with pytest.raises(UserError, match="validation_size is 39 but the train split holds 40"):
+        datasets.hold_out_validation(datasets.load(params.replace(validation_size=39),
+                                                   folders))

@@ -127,11 +127,13 @@ AUGMENTED = dict(augment_translate=2, augment_crop=0.8, augment_brightness=0.1,
                  augment_contrast=0.1)
 
 
-@pytest.mark.parametrize("data", ["idx", "idx augmented", "folders augmented",
+@pytest.mark.parametrize("data", ["idx", "idx augmented", "idx cosine", "folders augmented",
                                   "folders grey cached"])
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, tiny_data_dir, monkeypatch,
                                                        data):
     params = tiny_params(**(AUGMENTED if "augmented" in data else {}))
+    if "cosine" in data:
+        params = params.replace(learning_rate_schedule="cosine")
     if data.startswith("folders"):
         tiny_data_dir = write_image_folders(tmp_path / "folders", sizes=[(28, 28), (30, 24)])
         params = params.replace(image_channels=1 if "grey" in data else 3, augment_flip=True,
@@ -340,3 +342,43 @@ def test_cli_unusable_folders_exit_2_and_write_nothing(tmp_path, layout, message
     assert result.returncode == 2 and message in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert sorted(os.listdir(model_dir)) == [".lock", "params.json"]
+
+
+def test_a_validation_split_chooses_the_best_and_the_test_set_only_scores_it(tmp_path,
+                                                                              tiny_data_dir):
+    from model import datasets
+
+    model_dir = str(tmp_path / "run")
+    params = tiny_params(validation_size=40)
+    training.train_and_evaluate(params, model_dir, tiny_data_dir)
+    last = json.load(open(os.path.join(model_dir, "metrics_eval_last.json")))
+    assert last["step"] == 2 * input_fn.steps_per_epoch(200, params)  # 40 images held out
+    data = datasets.hold_out_validation(datasets.load(params, tiny_data_dir))
+    model, _ = evaluation.restore_model(model_dir, params, "latest")
+    steps = model_fn.make_embed_step(model, params), model_fn.make_loss_step(params)
+    on_validation, _ = evaluation.evaluate(*steps, params, *data.validation)
+    assert last["map_at_r"] == pytest.approx(on_validation["map_at_r"])
+    best = json.load(open(os.path.join(model_dir, "metrics_eval_best.json")))
+    tested_path = os.path.join(model_dir, training.TEST_BEST_FILE)
+    tested = json.load(open(tested_path))
+    assert tested["epoch"] == best["epoch"] and tested["selected_on"] == "validation"
+    on_test = evaluation.evaluate_checkpoint(params, model_dir, tiny_data_dir, "best")
+    assert tested["map_at_r"] == pytest.approx(on_test["map_at_r"])
+    assert tested["map_at_r"] != pytest.approx(best["map_at_r"])
+    # A rerun of the finished run rewrites a lost test record, the same.
+    os.remove(tested_path)
+    training.train_and_evaluate(params, model_dir, tiny_data_dir)
+    assert json.load(open(tested_path)) == pytest.approx(tested)
+
+
+def test_the_cosine_schedule_decays_from_the_learning_rate_to_zero_over_the_run():
+    params = tiny_params(num_epochs=4, learning_rate=0.01, learning_rate_schedule="cosine")
+    optimizer = model_fn.make_optimizer(params, steps_per_epoch=25)
+    rates = []
+    for step in (0, 50, 100):
+        optimizer.iterations.assign(step)
+        rates.append(float(optimizer.learning_rate))
+    assert rates == pytest.approx([0.01, 0.005, 0.0], abs=1e-7)
+    assert float(model_fn.make_optimizer(tiny_params(), 25).learning_rate) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="needs steps_per_epoch"):
+        model_fn.make_optimizer(params)
