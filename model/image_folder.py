@@ -265,6 +265,10 @@ def load(data_dir, params, splits=("train", "test")):
         if split == "test":
             order = np.random.default_rng([params.seed, 0, 2]).permutation(len(paths))
             paths, labels = [paths[i] for i in order], labels[order]
+        if not paths and split == "test" and held_out:
+            raise UserError(f"no test image could be held out of {train_dir} (classes of "
+                            "one image stay in train); add a test/ folder of class folders, "
+                            "or more images per class")
         if not paths:
             raise UserError(f"the {split} split of {data_dir} holds no image that decodes; "
                             f"add images to {os.path.join(data_dir, split)}/<class name>/")

@@ -142,6 +142,7 @@ def test_the_test_split_is_in_a_seeded_shuffled_order(tmp_path):
     ({"train/a.png": 1, "test/a/b.png": 1}, r"holds images outside class folders \(a.png\)"),
     ({"train/a/notes.txt": b"x", "test/a/b.png": 1}, "holds no class folder with images"),
     ({"train/a/x.png": b"garbage", "test/a/b.png": 1}, "holds no image that decodes"),
+    ({"train/a/x.png": 1, "train/b/y.png": 2}, "no test image could be held out"),
 ])
 def test_unusable_folders_are_one_line_errors(tmp_path, layout, message):
     root = make_tree(tmp_path, layout)
