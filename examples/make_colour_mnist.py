@@ -62,15 +62,15 @@ def colour_digit(digit, rng):
 
 def main(argv=None):
     args = parse_args(argv)
+    from model.errors import UserError
+
+    if os.path.isdir(os.path.join(args.out, "train")):
+        raise UserError(f"{args.out} already holds a train/ folder; choose another --out")
     cli.import_tensorflow()
     import numpy as np
     import tensorflow as tf
 
     from model import files, mnist_dataset
-    from model.errors import UserError
-
-    if os.path.isdir(os.path.join(args.out, "train")):
-        raise UserError(f"{args.out} already holds a train/ folder; choose another --out")
     rng = np.random.default_rng(args.seed)
     for split, per_class in (("train", args.train_per_class), ("test", args.test_per_class)):
         digits, labels = mnist_dataset.load_split(args.data_dir, split)
