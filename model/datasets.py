@@ -113,8 +113,8 @@ def _load_folders(params, data_dir, model_dir, splits):
         for split in splits:
             paths, labels = scanned[split]
             record[split] = {"files": paths, "labels": labels.tolist()}
-    num_classes = len({*record["train"]["labels"]}) if "train" in record else None
     if "train" in splits:
+        num_classes = len(set(record["train"]["labels"]))
         if num_classes < 2:
             raise UserError(f"{os.path.join(data_dir, image_folder.TRAIN_DIR)} holds a single "
                             "class; a triplet needs a negative of another class: add class "

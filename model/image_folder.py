@@ -164,7 +164,9 @@ def decodable(paths, parallel=4):
         return ok, sizes
 
     def size_of(index, path):
-        return index, tf.shape(image_ops.decode(tf.io.read_file(path), 1))[:2]
+        # decode_image is what can fail in image_ops.decode; its channel conversions cannot.
+        return index, tf.shape(tf.io.decode_image(tf.io.read_file(path),
+                                                  expand_animations=False))[:2]
 
     dataset = (tf.data.Dataset.from_tensor_slices((np.arange(count), list(paths)))
                .map(size_of, num_parallel_calls=parallel)

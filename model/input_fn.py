@@ -260,7 +260,7 @@ def _batches(images, labels, order, params, batch_size, augment_epoch=None):
     else:
         pixels = pixels.map(lambda batch: _to_float(batch, params))
     if labels is not None:
-        label_batches = _consecutive_batches(order, batch_size).map(
+        label_batches = index_batches.map(
             lambda indices, labels=tf.constant(labels, tf.int64): tf.gather(labels, indices))
         pixels = tf.data.Dataset.zip(pixels, label_batches)
     return pixels.prefetch(tf.data.AUTOTUNE)
@@ -328,8 +328,8 @@ def image_batches(images, params, batch_size):
 def read_batches(dataset):
     """Iterate ``dataset``, turning a file that can no longer be read into a UserError.
 
-    Every file of a class-folder dataset decoded when the run began; one deleted or
-    overwritten since then stops the run with one line naming it (the completed epochs
+    Every file of a class-folder dataset decoded when the run began; one deleted or made
+    unreadable since then stops the run with one line naming it (the completed epochs
     are kept) instead of a tf.data traceback.
     """
     iterator = iter(dataset)

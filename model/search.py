@@ -103,17 +103,18 @@ def collect_results(parent_dir, which="best"):
         if values is None:
             continue
         validated = TEST_BEST_FILENAME in names  # its eval figures are the validation split's
-        if which == "best":
-            values["selected_on"] = "validation" if validated else "test"
         if which == "best" and validated:
-            tested = _read_figures(os.path.join(root, TEST_BEST_FILENAME))
-            if tested is None:
+            values = _read_figures(os.path.join(root, TEST_BEST_FILENAME))
+            if values is None:
                 continue
-            values = {**tested, "selected_on": "validation"}
-        elif UNTRAINED_FILENAME in names:
-            untrained = _read_figures(os.path.join(root, UNTRAINED_FILENAME)) or {}
-            values.update({f"untrained_{name}": value for name, value in untrained.items()
-                           if name in UNTRAINED_COLUMNS})
+            values["selected_on"] = "validation"
+        else:
+            if which == "best":
+                values["selected_on"] = "test"
+            if UNTRAINED_FILENAME in names:
+                untrained = _read_figures(os.path.join(root, UNTRAINED_FILENAME)) or {}
+                values.update({f"untrained_{name}": value for name, value in untrained.items()
+                               if name in UNTRAINED_COLUMNS})
         rows.append((os.path.relpath(root, parent_dir), values))
     return rows
 

@@ -158,7 +158,7 @@ def _check_same_params(saved, params, model_dir):
             "copy params.json to a new folder for a new experiment, or undo the change to resume")
 
 
-def check_model_dir(params, model_dir, data=None):
+def check_model_dir(params, model_dir, data):
     """Refuse to resume a run trained with other params (other than resumable keys), or
     on other classes than ``data``'s (a :class:`model.datasets.Data`).
 
@@ -169,8 +169,7 @@ def check_model_dir(params, model_dir, data=None):
     if not any(checkpoints.checkpoint_files(os.path.join(model_dir, folder))
                for folder in CHECKPOINT_DIRS.values()):
         return
-    if data is not None:
-        datasets.check_same_classes(data, model_dir)
+    datasets.check_same_classes(data, model_dir)
     path = os.path.join(model_dir, RESOLVED_PARAMS_FILENAME)
     record = files.read_json(path)
     if record is None:
@@ -330,7 +329,7 @@ def _train(run, params, model_dir, data, restored):
 
 def _figures(record):
     return {name: value for name, value in record.items()
-            if name not in ("epoch", "step", "train_minutes", "checkpoint", "selected_on")}
+            if name not in ("epoch", "step", "train_minutes", "checkpoint")}
 
 
 def _evaluate_epoch(run, params, model_dir, eval_steps, test, eval_writer, start=None,
