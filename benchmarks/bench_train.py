@@ -63,7 +63,9 @@ def time_train_step(params, images, labels, runs, steps, loss=None):
     keras.utils.set_random_seed(params.seed)
     model = build_model(params)
     loss_fn = functools.partial(loss, params) if loss else None
-    train_step = make_train_step(model, make_optimizer(params), params, loss_fn=loss_fn)
+    # A cosine schedule needs a length: the timed steps are one "epoch".
+    optimizer = make_optimizer(params, steps_per_epoch=WARMUP_STEPS + runs * steps)
+    train_step = make_train_step(model, optimizer, params, loss_fn=loss_fn)
     for _ in range(WARMUP_STEPS):
         loss, _ = train_step(images, labels)
     float(loss)
