@@ -1,57 +1,12 @@
 """Embed images with a trained model; with two images, say whether they show the same class.
 
-    python embed.py --model_dir experiments/base_model digit_a.png digit_b.png
-
-Uses the SavedModel that train.py exports to MODEL_DIR/export and the distance threshold
-calibrated on test pairs (MODEL_DIR/verification.json). Images must be IMAGE_SIZE x
-IMAGE_SIZE (28 x 28 for MNIST: light digits on a dark background) unless --resize, which
-resizes them as the run's params.resize says (pad, crop or stretch, as the class-folder
-images were in training). Colour images are converted to grey for a grey network and
-grey ones to RGB for a colour network.
+Its code is model/commands/embed.py; installed, the same command is
+tftriplet-embed. `python embed.py --help` explains it.
 """
 
-import argparse
 import sys
 
-from model import cli
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_dir", required=True, help="experiment folder of a trained run")
-    parser.add_argument("--resize", action="store_true",
-                        help="resize images of another size (as params.resize says) instead of "
-                             "refusing them")
-    parser.add_argument("images", nargs="+", help="PNG, JPEG, GIF or BMP files")
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    params = cli.start_reader(args.model_dir)
-    import numpy as np
-
-    from model import evaluation, export
-
-    images = np.stack([cli.read_image(path, params.image_size, args.resize,
-                                      params.image_channels, params.resize)
-                       for path in args.images])
-    module = export.load_exported(args.model_dir)
-    embeddings = module.embed(images).numpy()
-    for path, embedding in zip(args.images, embeddings):
-        print(f"{path}: [{', '.join(f'{v:.5f}' for v in embedding)}]")
-    if len(args.images) == 2:
-        verification = evaluation.read_verification(args.model_dir)
-        first, second = evaluation.comparable(embeddings, params)
-        distance = float(np.linalg.norm(first - second))
-        threshold = verification["threshold"]
-        verdict = "same" if distance <= threshold else "different"
-        relation = "<=" if verdict == "same" else ">"
-        print(f"distance {distance:.4f} {relation} threshold {threshold:.4f}: {verdict} "
-              f"(held-out verification accuracy {verification['held_out_accuracy']:.4f})")
-    return 0
-
+from model.commands import embed
 
 if __name__ == "__main__":
-    sys.exit(cli.run_cli(main))
+    sys.exit(embed.run())

@@ -1,49 +1,12 @@
 """Train a triplet-loss embedding network on MNIST, any IDX dataset or class folders of images.
 
-    python train.py --model_dir experiments/base_model
-
-Everything is driven by MODEL_DIR/params.json; checkpoints, TensorBoard summaries,
-train.log and metrics_eval_*.json are written next to it. Running the same command
-again resumes from the latest checkpoint; a finished run exits without training.
+Its code is model/commands/train.py; installed, the same command is
+tftriplet-train. `python train.py --help` explains it.
 """
 
-import argparse
-import os
 import sys
 
-from model import cli
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_dir", required=True,
-                        help="experiment folder holding params.json; outputs go here too")
-    cli.add_data_dir_argument(parser)
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    cli.import_tensorflow()
-    from model import files, training
-    from model.distribute import is_chief, make_strategy
-    from model.params import load_params
-
-    params = load_params(args.model_dir)
-    # The strategy comes first: a multi-worker strategy must exist before any other TF op.
-    strategy = make_strategy(params)
-    if not is_chief(strategy):
-        cli.set_logger()
-        training.train_and_evaluate(params, args.model_dir, args.data_dir, strategy)
-        return 0
-    training.check_writable(args.model_dir)
-    # Locked before the log is opened: a refused second process writes nothing there.
-    with files.exclusive_lock(args.model_dir):
-        cli.set_logger(os.path.join(args.model_dir, "train.log"))
-        training.train_and_evaluate(params, args.model_dir, args.data_dir, strategy)
-    return 0
-
+from model.commands import train
 
 if __name__ == "__main__":
-    sys.exit(cli.run_cli(main))
+    sys.exit(train.run())

@@ -1,66 +1,12 @@
 """Embed the test images with a trained model and write pictures of the embeddings.
 
-    python visualize_embeddings.py --model_dir experiments/base_model [--checkpoint best]
-    tensorboard --logdir experiments/base_model      # then open the Projector tab
-
-Writes into MODEL_DIR:
-
-    test_embeddings.ckpt.*   the test embeddings [N, embedding_size] as a checkpoint
-    metadata.tsv             the class name of each row (no header: a single column)
-    sprite.png               the test images in a square grid, in row order (in colour
-                             for colour data; shrunk if the grid would pass 8192 pixels)
-    projector_config.pbtxt   the projector config tying them together
-    embeddings.png           a t-SNE (left) and a PCA (right) of the embeddings,
-                             coloured by class, as in the original blog post
-
-The projector config holds the checkpoint's absolute path: after moving MODEL_DIR,
-run this script again.
+Its code is model/commands/visualize_embeddings.py; installed, the same command is
+tftriplet-visualize-embeddings. `python visualize_embeddings.py --help` explains it.
 """
 
-import argparse
-import logging
-import os
 import sys
 
-from model import cli
-
-PICTURE_FILENAME = "embeddings.png"
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_trained_run_arguments(
-        parser, "experiment folder of a trained run; the files are written there")
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    params = cli.start_reader(args.model_dir)
-    import numpy as np
-
-    from model import evaluation, input_fn, visualize
-
-    model, _ = evaluation.restore_model(args.model_dir, params, args.checkpoint)
-    images, labels, class_names = evaluation.load_test_split(params, args.model_dir,
-                                                             args.data_dir)
-    input_fn.check_shapes(images, labels, params, "test", args.data_dir)
-    embeddings = evaluation.embed_images(model, images, params)
-
-    names = visualize.one_line_names(class_names)
-    paths = visualize.write_projector(args.model_dir, embeddings,
-                                      np.array(names, dtype=object)[labels],
-                                      visualize.sprite_thumbnails(images, params))
-    logging.info("Wrote %d embeddings of size %d for the projector: %s", *embeddings.shape,
-                 ", ".join(paths.values()))
-    picture = visualize.plot_embeddings(os.path.join(args.model_dir, PICTURE_FILENAME),
-                                        embeddings, labels, dict(enumerate(names)),
-                                        seed=params.seed)
-    logging.info("Wrote the t-SNE and PCA picture: %s", picture)
-    logging.info("View them with: tensorboard --logdir %s (Projector tab)", args.model_dir)
-    return 0
-
+from model.commands import visualize_embeddings
 
 if __name__ == "__main__":
-    sys.exit(cli.run_cli(main))
+    sys.exit(visualize_embeddings.run())

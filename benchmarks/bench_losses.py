@@ -14,7 +14,7 @@ call is slow gets fewer repeats so that it takes about ``--seconds``.
 Labels are drawn uniformly from ``--classes`` classes, as in MNIST batches.
 
 ``keras_batch_all`` and ``keras_semihard`` time the Keras loss objects of
-``model/losses.py`` (``BatchAllTripletLoss()``, ``TripletSemiHardLoss()``) on the same
+``tftriplet/losses.py`` (``BatchAllTripletLoss()``, ``TripletSemiHardLoss()``) on the same
 inputs, to compare with the functions they wrap (``batch_all``; ``batch_semihard``,
 whose averaging differs slightly). ``--xla off,on,relabel`` times each configuration without
 and with ``tf.function(jit_compile=True)`` (XLA), as ``model.fit(jit_compile=True)``
@@ -92,8 +92,8 @@ def measure(strategy, batch_size, xla, args):
     import numpy as np
     import tensorflow as tf
 
-    from model import losses as keras_losses
-    from model import triplet_loss
+    from tftriplet import losses as keras_losses
+    from tftriplet import triplet_loss
 
     baseline = _peak_rss_mb()
     losses = {

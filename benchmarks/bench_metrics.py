@@ -1,4 +1,4 @@
-"""Time and memory of the retrieval metrics (model/metrics.py) on a test-set-sized input.
+"""Time and memory of the retrieval metrics (tftriplet/metrics.py) on a test-set-sized input.
 
 Usage:
     python benchmarks/bench_metrics.py [--n 10000] [--dim 64] [--classes 10]
@@ -61,7 +61,7 @@ def worker(args):
     sys.path.insert(0, ROOT)
     import numpy as np
 
-    from model import metrics
+    from tftriplet import metrics
 
     chunk_size, metrics.MAX_THREADS = args.worker
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ Usage:
 For each batch size, times the full training step (forward, loss, backward, Adam
 update, as train.py runs it) on a fixed batch of MNIST-shaped random images with 10
 classes: median over ``--runs`` runs of ``--steps`` steps after warm-up. The same
-network is timed with ``model.triplet_loss.batch_all_triplet_loss_naive`` (the B x B x B
+network is timed with ``tftriplet.triplet_loss.batch_all_triplet_loss_naive`` (the B x B x B
 definition) as the step's ``loss_fn`` in place of the exact O(B^2) batch-all. Prints a markdown table.
 
 ``--vary num_conv_blocks=3 num_channels=48,64`` adds one row per value, the experiment's
@@ -48,7 +48,7 @@ def parse_args(argv=None):
 
 def textbook_batch_all(params, labels, embeddings):
     """The training step's loss with the B^3 batch-all definition."""
-    from model import triplet_loss
+    from tftriplet import triplet_loss
 
     loss, fraction = triplet_loss.batch_all_triplet_loss_naive(
         labels, embeddings, params.margin, params.squared, params.soft_margin)

@@ -60,8 +60,9 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from model import metrics, mnist_dataset, visualize
-    from model.losses import TripletSemiHardLoss  # was: from tensorflow_addons.losses import ...
+    from model import mnist_dataset, visualize
+    from tftriplet import TripletSemiHardLoss  # was: from tensorflow_addons.losses import ...
+    from tftriplet import metrics
 
     cli.set_logger()
     keras.utils.set_random_seed(args.seed)

@@ -1,1 +1,2 @@
-"""Triplet-loss embedding library: data, input pipeline, network, losses, metrics, utilities."""
+"""The application over the ``tftriplet`` library: data, input pipelines, network, training,
+evaluation, pictures and the commands. Installed, it is ``tftriplet_app``."""

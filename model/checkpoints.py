@@ -15,7 +15,7 @@ import re
 
 import tensorflow as tf
 
-from model.errors import UserError
+from .errors import UserError
 
 CHECKPOINT_DIRS = {"latest": "checkpoints", "best": "best"}
 PREFIX = "ckpt"

@@ -13,10 +13,16 @@ import re
 import sys
 import tempfile
 
-from model.errors import UserError
+from .errors import UserError
 
-REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_DATA_DIR = os.path.join(REPO_DIR, "data", "mnist")
+_APP_DIR = os.path.dirname(os.path.abspath(__file__))
+# The shipped MNIST: data/mnist beside model/ in a clone (and an editable install);
+# package data inside the app (tftriplet_app/data/mnist) in an installed wheel.
+DEFAULT_DATA_DIR = next(
+    (path for path in (os.path.join(_APP_DIR, "data", "mnist"),
+                       os.path.join(os.path.dirname(_APP_DIR), "data", "mnist"))
+     if os.path.isdir(path)),
+    os.path.join(os.path.dirname(_APP_DIR), "data", "mnist"))
 CHECKPOINT_CHOICES = ("latest", "best")
 
 # What TensorFlow's C++ core prints while it loads, before its logging is initialised
@@ -33,7 +39,7 @@ def add_data_dir_argument(parser, what="the data"):
         help=f"folder with {what}: either the IDX files (train-images-idx3-ubyte[.gz], "
              "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
              "t10k-labels-idx1-ubyte[.gz]) or class folders of images, train/<class>/* and "
-             "test/<class>/* (README, 'Train on your own images'; default: the shipped "
+             "test/<class>/* (docs/own_images.md; default: the shipped "
              "MNIST, %(default)s)")
 
 
@@ -79,7 +85,7 @@ def start_reader(model_dir):
     and the run's validated params (a :class:`model.params.Params`)."""
     import_tensorflow()
     set_logger()
-    from model.params import load_params
+    from .params import load_params
 
     return load_params(model_dir)
 
@@ -148,7 +154,7 @@ def read_image(path, image_size, resize=False, channels=1, mode="pad"):
     """
     import tensorflow as tf
 
-    from model import images
+    from . import images
 
     if os.path.isdir(path):
         raise UserError(f"{path} is a folder, not an image; pass image files (PNG, JPEG, GIF "

@@ -22,8 +22,9 @@ from typing import Optional
 
 import numpy as np
 
-from model import files, image_folder, input_fn, metrics, mnist_dataset
-from model.errors import UserError
+from tftriplet import metrics
+from . import files, image_folder, input_fn, mnist_dataset
+from .errors import UserError
 
 DATASET_FILE = "dataset.json"
 CACHE_DIR = "cache"
@@ -86,7 +87,7 @@ def _load_idx(params, data_dir, splits):
 
 def _with_num_labels(params, count, source):
     """``params`` with ``num_labels`` = ``count``, the classes found in ``source``."""
-    from model.params import params_from_dict
+    from .params import params_from_dict
 
     return params_from_dict({**params.to_dict(), "num_labels": count},
                             source=f"params.json with num_labels {count} from {source}")
@@ -172,7 +173,7 @@ def for_training(params, data_dir, model_dir):
     eval_labels = data.test[1][:params.eval_size]
     try:
         metrics.check_calibration(eval_labels, seed=params.seed)
-    except UserError as err:
+    except ValueError as err:
         raise UserError(f"{err}: the first eval_size = {min(params.eval_size, len(data.test[1]))} "
                         "test images cannot calibrate the verification threshold; raise "
                         "eval_size or use a test set with more classes") from None

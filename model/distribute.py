@@ -6,7 +6,7 @@ import os
 import keras
 import tensorflow as tf
 
-from model.errors import UserError
+from .errors import UserError
 
 
 def make_strategy(params):
@@ -24,7 +24,7 @@ def make_strategy(params):
     if not config:
         raise UserError(
             "distribution is multi_worker but TF_CONFIG is not set; set it to the cluster "
-            "spec and this worker's task (see README), or use distribution none/mirrored")
+            "spec and this worker's task (see docs/runs.md), or use distribution none/mirrored")
     try:
         json.loads(config)
     except ValueError:

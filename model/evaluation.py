@@ -3,11 +3,11 @@
 * :func:`embed_images`: the one way images become embeddings (the tf.data pipeline of
   :func:`model.input_fn.image_batches`, batches of ``EMBED_BATCH_SIZE``, inference mode).
 * :func:`evaluate`: the loss and summaries averaged over test batches of the training
-  batch size, and the retrieval metrics of :mod:`model.metrics`.
+  batch size, and the retrieval metrics of :mod:`tftriplet.metrics`.
 * :func:`restore_model`, :func:`evaluate_checkpoint`: a saved checkpoint of a model_dir,
   on one device in float32 whatever trained it.
 * ``verification.json``: the same / different threshold calibrated by
-  :func:`model.metrics.calibrate_verification`.
+  :func:`tftriplet.metrics.calibrate_verification`.
 """
 
 import json
@@ -16,10 +16,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from model import checkpoints, datasets, files, input_fn, metrics
-from model.checkpoints import CHECKPOINT_DIRS
-from model.errors import UserError
-from model.model_fn import build_plain_model, make_embed_step, make_loss_step
+from tftriplet import metrics
+from . import checkpoints, datasets, files, input_fn
+from .checkpoints import CHECKPOINT_DIRS
+from .errors import UserError
+from .model_fn import build_plain_model, make_embed_step, make_loss_step
 
 VERIFICATION_FILE = "verification.json"
 # Images per forward pass when only embeddings are needed: large enough to be quick,
@@ -137,10 +138,14 @@ def write_verification(model_dir, embeddings, labels, params, epoch):
     ``epoch``) and write verification.json.
 
     Returns:
-        the record written (see :func:`model.metrics.calibrate_verification`), with ``epoch``.
+        the record written (see :func:`tftriplet.metrics.calibrate_verification`), with ``epoch``.
     """
-    record = metrics.calibrate_verification(comparable(embeddings, params), np.asarray(labels),
-                                            seed=params.seed)
+    try:
+        record = metrics.calibrate_verification(comparable(embeddings, params),
+                                                np.asarray(labels), seed=params.seed)
+    except ValueError as err:
+        raise UserError(f"{err}: these {len(labels)} test images cannot calibrate the "
+                        "verification threshold; use a test set with more classes") from None
     record["epoch"] = epoch
     files.write_json(os.path.join(model_dir, VERIFICATION_FILE), record)
     return record

@@ -13,9 +13,9 @@ import tempfile
 
 import tensorflow as tf
 
-from model import files, test_hooks
-from model.errors import UserError
-from model.model_fn import input_shape
+from . import files, test_hooks
+from .errors import UserError
+from .model_fn import input_shape
 
 EXPORT_DIR = "export"
 # Written last into the export: the epoch of the network it holds.

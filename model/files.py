@@ -11,8 +11,8 @@ import json
 import os
 import tempfile
 
-from model import test_hooks
-from model.errors import UserError
+from . import test_hooks
+from .errors import UserError
 
 
 def write_text(path, text):

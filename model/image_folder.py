@@ -28,8 +28,8 @@ import os
 
 import numpy as np
 
-from model import images as image_ops
-from model.errors import UserError
+from . import images as image_ops
+from .errors import UserError
 
 TRAIN_DIR, TEST_DIR = "train", "test"
 # How many names a warning lists.

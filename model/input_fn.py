@@ -33,9 +33,9 @@ seed, which would tie the order to whatever else set it.
 import numpy as np
 import tensorflow as tf
 
-from model import augment
-from model.errors import UserError
-from model.image_folder import ImageFiles
+from . import augment
+from .errors import UserError
+from .image_folder import ImageFiles
 
 
 def check_data(images, labels, params, class_names=None):

@@ -21,7 +21,7 @@ import zlib
 
 import numpy as np
 
-from model.errors import UserError
+from .errors import UserError
 
 SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

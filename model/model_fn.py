@@ -14,7 +14,7 @@ import functools
 import keras
 import tensorflow as tf
 
-from model import triplet_loss
+from tftriplet import triplet_loss
 
 
 def build_model(params, dtype_policy=None):
@@ -64,7 +64,7 @@ def compute_loss(params, labels, embeddings):
 
     Returns:
         (loss, summaries): a float32 scalar, and a dict of float32 scalars named as in
-        the README (``fraction_positive_triplets``, ``hardest_positive_dist``, ...) plus
+        docs/runs.md (``fraction_positive_triplets``, ``hardest_positive_dist``, ...) plus
         ``embedding_mean_norm``.
     """
     loss_with_summaries = triplet_loss.STRATEGIES[params.triplet_strategy]

@@ -6,7 +6,7 @@ one-line help (the field's metadata, see :func:`_key`); :func:`params_from_dict`
 all of them. Unknown keys (with a did-you-mean), wrong types, non-finite numbers,
 out-of-range values and duplicate keys are rejected; keys that older files do not have
 take their defaults, so the JSON files of the original TF1 project keep working
-unchanged. The README's params table lists the same keys and defaults (a test checks it).
+unchanged. The params table of docs/params.md lists the same keys and defaults (a test checks it).
 """
 
 import dataclasses
@@ -19,12 +19,12 @@ import sys
 import typing
 from typing import Optional
 
-from model.errors import UserError
-from model.files import read_json, write_json
+from .errors import UserError
+from .files import read_json, write_json
 
 STRATEGIES = ("batch_all", "batch_hard", "batch_semihard")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
-# The names of model.distances.METRICS (TensorFlow Addons' distance_metric names).
+# The names of tftriplet.distances.METRICS (TensorFlow Addons' distance_metric names).
 DISTANCES = ("L2", "squared-L2", "angular")
 # model.images.RESIZE_MODES (not imported: this module loads without TensorFlow).
 RESIZE_MODES = ("pad", "crop", "stretch")
@@ -32,7 +32,9 @@ CACHE_MODES = ("memory", "file")
 LR_SCHEDULES = ("constant", "cosine")
 PARAMS_FILENAME = "params.json"
 RESOLVED_PARAMS_FILENAME = "params_resolved.json"
-# The largest batch the exact batch-all indexes with int32 (B * B < 2^31).
+# The largest batch the exact batch-all indexes with int32 (B * B < 2^31): the library's
+# tftriplet.exact_batch_all.MAX_BATCH, repeated so that params load without TensorFlow
+# (tests/test_params.py checks that they agree).
 MAX_BATCH = 46340
 
 
@@ -129,7 +131,7 @@ class Params:
 
     @property
     def distance_metric(self):
-        """The name of the training distance in :data:`model.distances.METRICS`."""
+        """The name of the training distance in :data:`tftriplet.distances.METRICS`."""
         return self.distance or ("squared-L2" if self.squared else "L2")
 
     def to_dict(self):

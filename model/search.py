@@ -5,9 +5,9 @@ import json
 import logging
 import os
 
-from model import files
-from model.errors import UserError
-from model.params import PARAMS_FILENAME, params_from_dict
+from . import files
+from .errors import UserError
+from .params import PARAMS_FILENAME, params_from_dict
 
 RESULT_COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "loss")
 UNTRAINED_FILENAME = "metrics_eval_untrained.json"

@@ -14,7 +14,7 @@ Layout of a model_dir (``params.json`` is the user's; everything else is written
     .lock                   held by the process training in the folder
 
 What a crash can leave half-done is completed by the next run of the same command
-(README, "What survives what"): a rerun restores the newest checkpoint that reads,
+(docs/runs.md, "What survives what"): a rerun restores the newest checkpoint that reads,
 writes the record of its epoch if that was lost, and re-exports and re-calibrates when
 the export or ``verification.json`` is missing or belongs to another epoch.
 """
@@ -30,13 +30,13 @@ import time
 import keras
 import tensorflow as tf
 
-from model import checkpoints, datasets, evaluation, export, files, input_fn, test_hooks
-from model.checkpoints import CHECKPOINT_DIRS
-from model.distribute import is_chief, worker_checkpoint_dir
-from model.errors import UserError
-from model.model_fn import (build_model, build_plain_model, make_embed_step, make_loss_step,
+from . import checkpoints, datasets, evaluation, export, files, input_fn, test_hooks
+from .checkpoints import CHECKPOINT_DIRS
+from .distribute import is_chief, worker_checkpoint_dir
+from .errors import UserError
+from .model_fn import (build_model, build_plain_model, make_embed_step, make_loss_step,
                             make_optimizer, make_train_step)
-from model.params import RESOLVED_PARAMS_FILENAME, Params, save_params
+from .params import RESOLVED_PARAMS_FILENAME, Params, save_params
 
 # The figure that picks the best checkpoint: retrieval quality is comparable across
 # strategies and margins, the loss is not.

@@ -15,6 +15,7 @@ Projector tab):
     projector_config.pbtxt              ties the three together
 """
 
+import importlib.util
 import io
 import math
 import os
@@ -24,7 +25,8 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins import projector
 
-from model import files
+from . import files
+from .errors import UserError
 
 METADATA_FILENAME = "metadata.tsv"
 SPRITE_FILENAME = "sprite.png"
@@ -135,8 +137,8 @@ def sprite_thumbnails(images, params):
     """uint8 thumbnails of a split's images (an array or image files), as small as the
     projector's sprite needs: files are decoded straight to that size, so a large test
     set of large images is never held at full size."""
-    from model import input_fn
-    from model.image_folder import ImageFiles
+    from . import input_fn
+    from .image_folder import ImageFiles
 
     if isinstance(images, ImageFiles):
         images = images.resized(largest_thumbnail(len(images), params.image_size))
@@ -318,6 +320,17 @@ def _shorten(name):
     if len(name) <= _LEGEND_NAME_LENGTH:
         return name
     return name[:_LEGEND_NAME_LENGTH - 1] + "\u2026"
+
+
+def check_picture_libraries():
+    """Fail before any work when :func:`plot_embeddings` could not run: matplotlib and
+    openTSNE come with the ``viz`` extra, not with the library."""
+    missing = [name for name in ("matplotlib", "openTSNE")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"the embeddings picture needs {' and '.join(missing)}, which is not "
+                        "installed: pip install 'tftriplet[viz]' (or, in a clone, pip install "
+                        "-r requirements_cpu.txt)")
 
 
 def plot_embeddings(path, embeddings, labels, class_names=None, seed=0, title=None):

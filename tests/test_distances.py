@@ -1,11 +1,11 @@
-"""Distance matrices (model/distances.py) and their use by every loss through one entry point."""
+"""Distance matrices (tftriplet/distances.py) and their use by every loss through one entry point."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import distances
-from model import triplet_loss as tl
+from tftriplet import distances
+from tftriplet import triplet_loss as tl
 
 
 def np_euclidean(embeddings, squared):

@@ -20,7 +20,7 @@ def tiny_params(**changes):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_evaluate_averages_the_loss_over_training_sized_batches(monkeypatch, strategy):
     from conftest import synthetic_digits
-    from model import metrics, triplet_loss
+    from tftriplet import metrics, triplet_loss
 
     params = tiny_params(triplet_strategy=strategy, eval_size=90)  # batches 32, 32, 26
     images, labels = synthetic_digits(100, seed=3)

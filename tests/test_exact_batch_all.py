@@ -1,4 +1,4 @@
-"""The exact O(B^2) batch-all machinery (model/exact_batch_all.py): its chunking and limits.
+"""The exact O(B^2) batch-all machinery (tftriplet/exact_batch_all.py): its chunking and limits.
 
 Values and gradients of every loss against numpy loops and the B^3 definition are in
 test_triplet_loss.py; these tests force the code paths that only large batches reach.
@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from test_triplet_loss import random_batch, value_and_gradient
 
-from model import exact_batch_all
-from model import triplet_loss as tl
+from tftriplet import exact_batch_all
+from tftriplet import triplet_loss as tl
 
 
 @pytest.mark.parametrize("chunks", [1, 3, 8])

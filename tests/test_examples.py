@@ -1,4 +1,4 @@
-"""examples/keras_fit.py: TFA's tutorial flow with model.losses, end to end on tiny data."""
+"""examples/keras_fit.py: TFA's tutorial flow with tftriplet.losses, end to end on tiny data."""
 
 import os
 import subprocess

@@ -1,4 +1,4 @@
-"""Keras 3 triplet losses (model/losses.py) as drop-in replacements for TensorFlow Addons'.
+"""Keras 3 triplet losses (tftriplet/losses.py) as drop-in replacements for TensorFlow Addons'.
 
 Checks, against independent float64 numpy loops written from TFA 0.23's semantics:
 
@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import losses
-from model import triplet_loss as tl
+from tftriplet import losses
+from tftriplet import triplet_loss as tl
 
 # ---------------------------------------------------------------- numpy references (float64)
 
@@ -694,9 +694,9 @@ def test_registered_name():
 
 
 def test_a_registered_name_as_a_string_is_not_resolved_by_keras():
-    """What the README says: Keras 3 looks a string loss up among its built-ins only, so
+    """What docs/losses.md says: Keras 3 looks a string loss up among its built-ins only, so
     compile(loss="TripletLoss>...") cannot work; if Keras starts resolving registered
-    names, this fails and the README's advice should change."""
+    names, this fails and the docs' advice should change."""
     with pytest.raises(ValueError, match="Could not interpret loss identifier"):
         keras.losses.get("TripletLoss>TripletSemiHardLoss")
 

@@ -1,13 +1,12 @@
-"""Retrieval metrics (model/metrics.py) against hand-computed cases and a numpy brute force."""
+"""Retrieval metrics (tftriplet/metrics.py) against hand-computed cases and a numpy brute force."""
 
 import math
 
 import numpy as np
 import pytest
 
-from model import metrics
-from model.errors import UserError
-from model.metrics import retrieval_metrics
+from tftriplet import metrics
+from tftriplet.metrics import retrieval_metrics
 
 
 def brute_force(embeddings, labels):
@@ -231,7 +230,7 @@ def test_pair_distances_are_labelled_right():
     embeddings = rng.normal(size=(20, 3)).astype(np.float32)
     distances, same = metrics.pair_distances(embeddings, labels, 50, rng)
     assert same.sum() == 50 and (~same).sum() == 50
-    with pytest.raises(UserError, match="two classes"):
+    with pytest.raises(ValueError, match="two classes"):
         metrics.pair_distances(embeddings, np.zeros(20), 5, rng)
 
 

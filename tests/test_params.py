@@ -176,19 +176,25 @@ def test_optional_float_is_checked_as_a_number():
             params_module._check_value(field, bad, "f")
 
 
-def readme_params_table():
-    """{key: default cell} of the README's params table."""
-    with open(os.path.join(REPO, "README.md")) as f:
+def documented_params_table():
+    """{key: default cell} of the params table in docs/params.md."""
+    with open(os.path.join(REPO, "docs", "params.md")) as f:
         text = f.read()
     rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| [^|]+ \|$", text, re.MULTILINE)
     return {key: default.strip() for key, default in rows}
 
 
-def test_readme_documents_every_key_with_its_default():
-    table = readme_params_table()
+def test_docs_document_every_key_with_its_default():
+    table = documented_params_table()
     assert set(table) == set(params_module.FIELDS)
     for key, field in params_module.FIELDS.items():
         default = field.default
         written = (f"`{default}`" if isinstance(default, str) else
                    json.dumps(default) if not isinstance(default, float) else repr(default))
         assert table[key] == written, key
+
+
+def test_batch_bound_is_the_librarys():
+    from tftriplet import exact_batch_all
+
+    assert params_module.MAX_BATCH == exact_batch_all.MAX_BATCH

@@ -2,7 +2,7 @@
 
 Each test kills a real ``train.py`` subprocess at a named point (``TRIPLET_LOSS_TEST_HOOK``,
 model/test_hooks.py) or damages the files of a finished tiny run, then checks that the
-same command completes the run as if nothing had happened (README, "What survives
+same command completes the run as if nothing had happened (docs/runs.md, "What survives
 what").
 """
 

@@ -126,10 +126,11 @@ def test_search_cli_trains_each_setting(tmp_path, tiny_data_dir):
     (parent / "params.json").write_text(json.dumps(dict(
         batch_size=32, num_epochs=1, num_channels=2, embedding_size=4, train_size=240,
         eval_size=100, save_summary_steps=4)))
+    # Started from another folder: each setting's training must still find the package.
     result = subprocess.run(
-        [sys.executable, "search_hyperparams.py", "--parent_dir", str(parent), "--grid",
-         "margin=0.2,0.4", "--data_dir", tiny_data_dir],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        [sys.executable, os.path.join(REPO, "search_hyperparams.py"), "--parent_dir",
+         str(parent), "--grid", "margin=0.2,0.4", "--data_dir", tiny_data_dir],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     for child in ("margin_0.2", "margin_0.4"):
         assert (parent / child / "metrics_eval_best.json").exists()

@@ -75,7 +75,7 @@ def test_two_epochs_write_checkpoints_summaries_and_metrics(tmp_path, tiny_data_
 
 
 def test_angular_distance_trains_end_to_end(tmp_path, tiny_data_dir):
-    from model import triplet_loss
+    from tftriplet import triplet_loss
 
     params = tiny_params(num_epochs=1, distance="angular", margin=0.2)
     labels = np.arange(12) % 3

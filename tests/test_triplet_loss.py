@@ -1,10 +1,10 @@
-"""Triplet losses (model/triplet_loss.py) against plain numpy loops and the B^3 definition."""
+"""Triplet losses (tftriplet/triplet_loss.py) against plain numpy loops and the B^3 definition."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import triplet_loss as tl
+from tftriplet import triplet_loss as tl
 
 MARGINS = (0.0, 0.2, 1.0)
 

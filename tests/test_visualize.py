@@ -1,4 +1,4 @@
-"""Projector files, sprite, PCA, t-SNE figure (model/visualize.py) and visualize_embeddings.py."""
+"""Projector files, sprite, PCA, t-SNE figure (model/visualize.py), visualize_embeddings command."""
 
 import math
 import os
@@ -13,9 +13,9 @@ from tensorboard.plugins import base_plugin, projector
 from tensorboard.plugins.projector.projector_plugin import ProjectorPlugin
 from werkzeug.test import Client
 
-import visualize_embeddings
 from model import checkpoints, evaluation, model_fn, visualize
 from model.cli import run_cli
+from model.commands import visualize_embeddings
 from model.files import write_json
 from model.params import Params
 
@@ -385,6 +385,19 @@ def test_cli_without_checkpoint_exits_2(tmp_path, tiny_data_dir, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: no checkpoint in") and err.count("\n") == 1
     assert os.listdir(model_dir) == ["params.json"]
+
+
+def test_cli_without_the_picture_libraries_exits_2_before_any_work(tmp_path, tiny_data_dir,
+                                                                   capsys, monkeypatch):
+    model_dir, _ = trained_looking_model_dir(tmp_path)
+    before = sorted(os.listdir(model_dir))
+    monkeypatch.setitem(sys.modules, "openTSNE", None)  # what find_spec says when absent
+    status = run_cli(visualize_embeddings.main,
+                     ["--model_dir", model_dir, "--data_dir", tiny_data_dir])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "needs openTSNE" in err and "tftriplet[viz]" in err and err.count("\n") == 1
+    assert sorted(os.listdir(model_dir)) == before
 
 
 def test_cli_help_describes_the_outputs():

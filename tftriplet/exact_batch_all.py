@@ -1,4 +1,4 @@
-"""Exact batch-all triplet sums in O(B^2) memory (used by :mod:`model.triplet_loss`).
+"""Exact batch-all triplet sums in O(B^2) memory (used by :mod:`tftriplet.triplet_loss`).
 
 The textbook batch-all loss builds all B x B x B triplets. The hinge version here sorts
 each anchor's thresholds d(a, p) + margin and counts, by binary search, which negatives
@@ -14,16 +14,14 @@ import tensorflow as tf
 # Private but stable since TF 1.x; the only way to know that XLA compiles the graph.
 from tensorflow.python.ops import control_flow_util
 
-from model import params
-
 # A triplet counts as "positive" (and in the batch-all denominator) above this loss.
 POSITIVE_LOSS = 1e-16
 # TF's searchsorted kernel runs on one thread: searches are split into this many
 # independent ops so that the inter-op thread pool spreads them.
 _SEARCH_CHUNKS = max(1, min(os.cpu_count() or 1, 8))
-# The largest batch whose B x B indices fit in int32 (batch-all indexes flat tensors);
-# params.json's batch_size is bounded by it too.
-MAX_BATCH = params.MAX_BATCH
+# The largest batch whose B x B indices fit in int32 (batch-all indexes flat tensors):
+# floor(sqrt(2**31 - 1)).
+MAX_BATCH = 46340
 # Elements of one [chunk, P, N] block in the soft-margin loop (4 MiB per float32
 # temporary: small enough to stay in cache, big enough that the per-iteration
 # overhead is negligible).

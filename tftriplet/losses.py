@@ -3,14 +3,14 @@
 Migrating from TensorFlow Addons is one import line::
 
     # from tensorflow_addons.losses import TripletSemiHardLoss
-    from model.losses import TripletSemiHardLoss
+    from tftriplet.losses import TripletSemiHardLoss
     model.compile(optimizer="adam", loss=TripletSemiHardLoss())
 
 * :class:`TripletSemiHardLoss`, :func:`triplet_semihard_loss`,
   :class:`TripletHardLoss`, :func:`triplet_hard_loss`: TFA's names, arguments,
   defaults and values (its conventions included: batch-hard averages over all B anchors,
   an anchor without a positive counting with its row's smallest distance as hardest
-  positive). Two fixes, documented in the README: no positive pair gives 0 (TFA: NaN),
+  positive). Two fixes, documented in docs/losses.md: no positive pair gives 0 (TFA: NaN),
   and the soft margin is a softplus that does not overflow (TFA's log1p(exp(x)) is inf
   above x ~ 88).
 * :class:`BatchAllTripletLoss`, :class:`BatchHardTripletLoss`: the original project's
@@ -38,7 +38,7 @@ update equals the single-device one.
 import keras
 import tensorflow as tf
 
-from model import distances, triplet_loss
+from tftriplet import distances, triplet_loss
 
 PACKAGE = "TripletLoss"
 
@@ -215,7 +215,7 @@ class TripletHardLoss(_TripletLoss):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BatchAllTripletLoss(_TripletLoss):
     """The original project's batch-all loss: every valid triplet, averaged over the
-    positive ones (see :func:`model.triplet_loss.batch_all_triplet_loss`)."""
+    positive ones (see :func:`tftriplet.triplet_loss.batch_all_triplet_loss`)."""
 
     _function = staticmethod(_batch_all_loss)
 
@@ -227,7 +227,7 @@ class BatchAllTripletLoss(_TripletLoss):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class BatchHardTripletLoss(_TripletLoss):
     """The original project's batch-hard loss over the anchors that have a positive and a
-    negative (see :func:`model.triplet_loss.batch_hard_triplet_loss`)."""
+    negative (see :func:`tftriplet.triplet_loss.batch_hard_triplet_loss`)."""
 
     _function = staticmethod(_batch_hard_loss)
 

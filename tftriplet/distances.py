@@ -1,6 +1,6 @@
 """Pairwise distance matrices of a batch of embeddings, one function per distance.
 
-Every loss in :mod:`model.triplet_loss` gets its [B, B] distances from
+Every loss in :mod:`tftriplet.triplet_loss` gets its [B, B] distances from
 :func:`distance_matrix`, so a new distance is one function here (added to
 :data:`METRICS`), or a callable passed as a loss's ``distance``.
 """

@@ -43,8 +43,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from model.errors import UserError
-
 METRIC_NAMES = ("precision_at_1", "r_precision", "map_at_r")
 
 # References in the sample that sets each query's candidate threshold: enough for
@@ -328,11 +326,11 @@ def _halves(count, rng):
 def _check_pairs_possible(labels):
     if len(np.unique(labels)) < 2 or np.max(np.unique(labels, return_counts=True)[1],
                                             initial=0) < 2:
-        raise UserError("verification needs at least two classes and a class with two images")
+        raise ValueError("verification needs at least two classes and a class with two images")
 
 
 def check_calibration(labels, seed=0):
-    """Raise UserError unless :func:`calibrate_verification` can run on ``labels`` (both
+    """Raise ValueError unless :func:`calibrate_verification` can run on ``labels`` (both
     halves it splits them into hold two classes and a class with two members); cheap, so
     that a run can check it before training rather than fail after."""
     labels = np.asarray(labels)
@@ -354,7 +352,7 @@ def calibrate_verification(embeddings, labels, num_pairs=20000, seed=0):
         (on the first half), ``held_out_accuracy`` (on the second), ``pairs_per_half``.
 
     Raises:
-        UserError: when a half lacks two classes or a class with two members.
+        ValueError: when a half lacks two classes or a class with two members.
     """
     rng = np.random.default_rng(seed)
     halves = _halves(len(labels), rng)

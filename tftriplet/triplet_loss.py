@@ -2,8 +2,8 @@
 
 The losses of Moindrot's "Triplet Loss and Online Triplet Mining in TensorFlow" (batch
 all, batch hard), of FaceNet (Schroff et al. 2015: semi-hard) and the soft margin of
-Hermans et al. (2017); the README's section "The losses" states every convention. Each
-loss is distances (:mod:`model.distances`), masks, mining and a reduction:
+Hermans et al. (2017); docs/losses.md states every convention. Each
+loss is distances (:mod:`tftriplet.distances`), masks, mining and a reduction:
 
 * ``labels``: [B] or [B, 1] integer class ids. Floats holding integer values
   (Keras casts ``y_true`` to float32) are accepted; one-hot [B, C], non-integer
@@ -13,7 +13,7 @@ loss is distances (:mod:`model.distances`), masks, mining and a reduction:
 * ``embeddings``: [B, D] float16, bfloat16, float32 or float64. Everything is
   computed in float32 and every returned tensor is float32.
 * ``distance``: None for the Euclidean distance (squared if ``squared``), a name in
-  :data:`model.distances.METRICS`, or a callable embeddings -> [B, B] distances.
+  :data:`tftriplet.distances.METRICS`, or a callable embeddings -> [B, B] distances.
 * A triplet (a, p, n) is valid when a != p, label[a] == label[p] and
   label[a] != label[n]. A batch without any valid triplet gives loss 0.
 * ``soft_margin`` replaces the hinge max(d(a,p) - d(a,n) + margin, 0) by
@@ -26,9 +26,9 @@ summaries TensorBoard shows for it.
 import numpy as np
 import tensorflow as tf
 
-from model import distances as distances_lib
-from model import exact_batch_all
-from model.exact_batch_all import POSITIVE_LOSS
+from tftriplet import distances as distances_lib
+from tftriplet import exact_batch_all
+from tftriplet.exact_batch_all import POSITIVE_LOSS
 
 
 def pairwise_distances(embeddings, squared=False):
@@ -92,7 +92,7 @@ def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margi
     too would shrink the loss to nothing as training progresses).
 
     Exact, without the B x B x B tensor of :func:`batch_all_triplet_loss_naive`: see
-    :mod:`model.exact_batch_all` (hinge: O(B^2 log B) time, O(B^2) memory; soft
+    :mod:`tftriplet.exact_batch_all` (hinge: O(B^2 log B) time, O(B^2) memory; soft
     margin: O(B^3) time, exactly B x the largest #positives x the largest #negatives
     of an anchor, O(B^2) memory).
 
@@ -231,7 +231,7 @@ def masked_mean(values, mask):
 
 # --- The strategies of params.json: loss and TensorBoard summaries ---------------------
 # Each takes (labels, embeddings, margin, squared, soft_margin, distance) and returns
-# (loss, dict of float32 scalar summaries named as in the README).
+# (loss, dict of float32 scalar summaries named as in docs/runs.md).
 
 def _batch_all_with_summaries(labels, embeddings, margin, squared=False, soft_margin=False,
                               distance=None):

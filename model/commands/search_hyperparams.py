@@ -1,0 +1,72 @@
+"""Train one experiment per setting of a grid of params.
+
+    python search_hyperparams.py --parent_dir experiments/margin_search --grid margin=0.2,0.5,1.0
+
+PARENT_DIR/params.json is the base; each setting gets a child folder
+(e.g. PARENT_DIR/margin_0.2) with its own params.json, trained by train.py in a
+subprocess. Settings already trained are skipped by train.py itself (it resumes or
+says the run is finished). Compare them with `python synthesize_results.py --parent_dir
+PARENT_DIR` or in TensorBoard's HParams tab (`tensorboard --logdir PARENT_DIR`).
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+
+from .. import cli
+
+
+def _train_command(model_dir, data_dir):
+    """train.py's command in a fresh interpreter, found as this package finds it (a clone's
+    ``model`` or the installed ``tftriplet_app``), whatever the working folder."""
+    top_package = sys.modules[__package__.split(".")[0]]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(top_package.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    command = [sys.executable, "-m", f"{__package__}.train", "--model_dir", model_dir,
+               "--data_dir", data_dir]
+    return command, env
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parent_dir", required=True,
+                        help="folder whose params.json is the base of every setting")
+    parser.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",
+                        help="params key and the values to try; several keys make a product")
+    cli.add_data_dir_argument(parser, "the data, passed to train.py")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from .. import search
+    from ..errors import UserError
+    from ..params import params_from_dict, read_params_file
+
+    path, base = read_params_file(args.parent_dir)
+    params_from_dict(base, source=path)
+    runs = search.grid(base, [search.parse_axis(axis) for axis in args.grid])
+    children = search.write_children(args.parent_dir, runs)
+    failed = []
+    for number, child in enumerate(children, 1):
+        print(f"[{number}/{len(children)}] {child}", flush=True)
+        command, env = _train_command(child, args.data_dir)
+        if subprocess.run(command, env=env, check=False).returncode != 0:
+            failed.append(child)
+    if failed:
+        raise UserError(f"{len(failed)} of {len(children)} settings failed ({', '.join(failed)}); "
+                        "see their train.log")
+    print(search.markdown_table(search.collect_results(args.parent_dir)))
+    return 0
+
+
+def run(argv=None):
+    """The command: ``main`` with bad input reported in one line and exit status 2."""
+    return cli.run_cli(main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run())

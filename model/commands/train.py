@@ -1,0 +1,54 @@
+"""Train a triplet-loss embedding network on MNIST, any IDX dataset or class folders of images.
+
+    python train.py --model_dir experiments/base_model
+
+Everything is driven by MODEL_DIR/params.json; checkpoints, TensorBoard summaries,
+train.log and metrics_eval_*.json are written next to it. Running the same command
+again resumes from the latest checkpoint; a finished run exits without training.
+"""
+
+import argparse
+import os
+import sys
+
+from .. import cli
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_dir", required=True,
+                        help="experiment folder holding params.json; outputs go here too")
+    cli.add_data_dir_argument(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cli.import_tensorflow()
+    from .. import files, training
+    from ..distribute import is_chief, make_strategy
+    from ..params import load_params
+
+    params = load_params(args.model_dir)
+    # The strategy comes first: a multi-worker strategy must exist before any other TF op.
+    strategy = make_strategy(params)
+    if not is_chief(strategy):
+        cli.set_logger()
+        training.train_and_evaluate(params, args.model_dir, args.data_dir, strategy)
+        return 0
+    training.check_writable(args.model_dir)
+    # Locked before the log is opened: a refused second process writes nothing there.
+    with files.exclusive_lock(args.model_dir):
+        cli.set_logger(os.path.join(args.model_dir, "train.log"))
+        training.train_and_evaluate(params, args.model_dir, args.data_dir, strategy)
+    return 0
+
+
+def run(argv=None):
+    """The command: ``main`` with bad input reported in one line and exit status 2."""
+    return cli.run_cli(main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(run())
