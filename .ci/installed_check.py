@@ -49,13 +49,15 @@ print("model.fit with TripletSemiHardLoss, .keras saved and reloaded")
 commands = ["train", "evaluate", "visualize-embeddings", "embed", "search-hyperparams",
             "synthesize-results"]
 for command in commands:
-    result = subprocess.run([f"tftriplet-{command}", "--help"], capture_output=True, text=True)
+    result = subprocess.run([f"tftriplet-{command}", "--help"], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0 and "usage: tftriplet-" in result.stdout, result
 # The commands answer --help before importing TensorFlow (so it is instant).
 code = ("import sys\nfrom tftriplet_app.commands import train\n"
         "try:\n    train.parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
         "assert 'tensorflow' not in sys.modules, 'TensorFlow imported for --help'\n")
-result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=120)
 assert result.returncode == 0, result.stderr
 print("--help of", ", ".join(f"tftriplet-{command}" for command in commands))
 
@@ -67,7 +69,7 @@ ENV = dict(os.environ, PYTHONPATH=os.getcwd())
 
 
 def command(*args):
-    result = subprocess.run(args, capture_output=True, text=True, env=ENV)
+    result = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=600)
     print(result.stdout + result.stderr)
     assert result.returncode == 0, (args, result.returncode)
     return result.stdout

@@ -39,7 +39,7 @@ def add_data_dir_argument(parser, what="the data"):
         help=f"folder with {what}: either the IDX files (train-images-idx3-ubyte[.gz], "
              "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
              "t10k-labels-idx1-ubyte[.gz]) or class folders of images, train/<class>/* and "
-             "test/<class>/* (docs/own_images.md; default: the shipped "
+             "test/<class>/* (the docs' own_images.md; default: the shipped "
              "MNIST, %(default)s)")
 
 
@@ -69,6 +69,12 @@ def import_tensorflow():
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow  # noqa: F401
+        except ModuleNotFoundError as err:
+            if err.name != "tensorflow":
+                raise
+            raise UserError("TensorFlow (>= 2.16) is not installed: pip install tensorflow-cpu "
+                            "(or tensorflow, or tensorflow[and-cuda] for NVIDIA GPUs), or "
+                            "pip install -r requirements_cpu.txt in a clone") from None
         finally:
             sys.stderr.flush()
             os.dup2(saved_stderr, 2)

@@ -173,7 +173,7 @@ def for_training(params, data_dir, model_dir):
     eval_labels = data.test[1][:params.eval_size]
     try:
         metrics.check_calibration(eval_labels, seed=params.seed)
-    except ValueError as err:
+    except metrics.CalibrationError as err:
         raise UserError(f"{err}: the first eval_size = {min(params.eval_size, len(data.test[1]))} "
                         "test images cannot calibrate the verification threshold; raise "
                         "eval_size or use a test set with more classes") from None

@@ -1,4 +1,4 @@
-"""The one exception type for bad input from the user."""
+"""The one exception type for bad input from the user, and how to name a fix's command."""
 
 
 class UserError(Exception):
@@ -7,3 +7,12 @@ class UserError(Exception):
     The entry scripts print it and exit with status 2 (see :func:`model.cli.run_cli`);
     nothing on disk is touched.
     """
+
+
+def command(name):
+    """How the user runs the command ``name`` ("train", "evaluate", ...), for messages:
+    ``python train.py`` in a clone (the package is ``model``), ``tftriplet-train`` once
+    installed (``tftriplet_app``)."""
+    if __package__ == "model":
+        return f"python {name}.py"
+    return "tftriplet-" + name.replace("_", "-")

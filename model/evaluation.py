@@ -19,7 +19,7 @@ import tensorflow as tf
 from tftriplet import metrics
 from . import checkpoints, datasets, files, input_fn
 from .checkpoints import CHECKPOINT_DIRS
-from .errors import UserError
+from .errors import UserError, command
 from .model_fn import build_plain_model, make_embed_step, make_loss_step
 
 VERIFICATION_FILE = "verification.json"
@@ -109,7 +109,7 @@ def restore_model(model_dir, params, checkpoint="latest"):
     model = build_plain_model(params)
     path = checkpoints.restore(tf.train.Checkpoint(model=model), folder)
     if not path:
-        raise UserError(f"no checkpoint in {folder}; train first: python train.py "
+        raise UserError(f"no checkpoint in {folder}; train first: {command('train')} "
                         f"--model_dir {model_dir}")
     return model, path
 
@@ -143,7 +143,7 @@ def write_verification(model_dir, embeddings, labels, params, epoch):
     try:
         record = metrics.calibrate_verification(comparable(embeddings, params),
                                                 np.asarray(labels), seed=params.seed)
-    except ValueError as err:
+    except metrics.CalibrationError as err:
         raise UserError(f"{err}: these {len(labels)} test images cannot calibrate the "
                         "verification threshold; use a test set with more classes") from None
     record["epoch"] = epoch

@@ -14,7 +14,7 @@ import tempfile
 import tensorflow as tf
 
 from . import files, test_hooks
-from .errors import UserError
+from .errors import UserError, command
 from .model_fn import input_shape
 
 EXPORT_DIR = "export"
@@ -95,11 +95,11 @@ def load_exported(model_dir):
     """The exported module of ``model_dir``; call ``.embed(images)`` on it."""
     path = os.path.join(model_dir, EXPORT_DIR)
     if exported_epoch(model_dir) is None:
-        raise UserError(f"no complete exported model in {path}; run python train.py "
+        raise UserError(f"no complete exported model in {path}; run {command('train')} "
                         f"--model_dir {model_dir} to finish training and export it")
     try:
         return tf.saved_model.load(path)
     except (tf.errors.OpError, ValueError, OSError) as err:
         message = " ".join(str(getattr(err, "message", err)).split())[:200]
-        raise UserError(f"{path} cannot be loaded ({message}); delete it and run python "
-                        f"train.py --model_dir {model_dir} to export it again") from None
+        raise UserError(f"{path} cannot be loaded ({message}); delete it and run "
+                        f"{command('train')} --model_dir {model_dir} to export it again") from None

@@ -21,6 +21,7 @@ import zlib
 
 import numpy as np
 
+from .cli import DEFAULT_DATA_DIR
 from .errors import UserError
 
 SPLITS = {
@@ -165,9 +166,9 @@ def load_split(data_dir, split):
     if missing:
         raise DataError(
             f"{', '.join(name + '[.gz]' for name in missing)} missing in "
-            f"{os.path.abspath(data_dir)}; copy the {split} "
-            "files there from the project's data/mnist/ (or your own IDX files, see "
-            "data/README.md), or pass the folder that holds them as --data_dir")
+            f"{os.path.abspath(data_dir)}; copy the {split} files there (the shipped MNIST "
+            f"is in {DEFAULT_DATA_DIR}) or your own IDX files, or pass the folder that "
+            "holds them as --data_dir")
     images_name, labels_name = SPLITS[split]
     images = read_idx_images(found[images_name])
     labels = read_idx_labels(found[labels_name])

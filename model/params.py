@@ -319,7 +319,8 @@ def read_params_file(path):
         path = os.path.join(path, PARAMS_FILENAME)
     if not os.path.isfile(path):
         raise UserError(
-            f"no params file at {path}; copy experiments/base_model/params.json there")
+            f"no params file at {path}; write {{}} there for every default, or copy the "
+            "params.json of one of the project's experiments/ (e.g. base_model)")
     try:
         with open(path) as f:
             values = json.load(f, object_pairs_hook=_unique_keys)

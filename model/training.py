@@ -35,7 +35,7 @@ from .checkpoints import CHECKPOINT_DIRS
 from .distribute import is_chief, worker_checkpoint_dir
 from .errors import UserError
 from .model_fn import (build_model, build_plain_model, make_embed_step, make_loss_step,
-                            make_optimizer, make_train_step)
+                       make_optimizer, make_train_step)
 from .params import RESOLVED_PARAMS_FILENAME, Params, save_params
 
 # The figure that picks the best checkpoint: retrieval quality is comparable across

@@ -329,8 +329,8 @@ def check_picture_libraries():
                if importlib.util.find_spec(name) is None]
     if missing:
         raise UserError(f"the embeddings picture needs {' and '.join(missing)}, which is not "
-                        "installed: pip install 'tftriplet[viz]' (or, in a clone, pip install "
-                        "-r requirements_cpu.txt)")
+                        "installed: pip install matplotlib openTSNE (tftriplet's viz extra), "
+                        "or pip install -r requirements_cpu.txt in a clone")
 
 
 def plot_embeddings(path, embeddings, labels, class_names=None, seed=0, title=None):

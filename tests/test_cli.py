@@ -11,7 +11,7 @@ import tensorflow as tf
 from absl import logging as absl_logging
 
 from model import cli
-from model.errors import UserError
+from model.errors import UserError, command
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,6 +68,24 @@ def test_import_tensorflow_keeps_other_lines(tmp_path):
                             env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"})
     assert result.returncode == 0, result.stderr
     assert result.stderr == "W0000 00:00:1.2  7 gpu.cc:1] no CUDA driver found\n"
+
+
+def test_missing_tensorflow_is_one_line_and_exit_2(tmp_path):
+    fake = tmp_path / "tensorflow.py"  # imported in TensorFlow's place: as if it were absent
+    fake.write_text("raise ModuleNotFoundError(\"No module named 'tensorflow'\", "
+                    "name='tensorflow')\n")
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "evaluate.py"), "--model_dir", "experiments/base_model"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: TensorFlow (>= 2.16) is not installed: pip install")
+    assert result.stderr.count("\n") == 1
+
+
+def test_fixes_name_the_command_as_the_user_runs_it():
+    assert command("train") == "python train.py"  # in a clone; tftriplet-train installed
+    assert command("visualize_embeddings") == "python visualize_embeddings.py"
 
 
 def write_png(path, array):

@@ -230,7 +230,7 @@ def test_pair_distances_are_labelled_right():
     embeddings = rng.normal(size=(20, 3)).astype(np.float32)
     distances, same = metrics.pair_distances(embeddings, labels, 50, rng)
     assert same.sum() == 50 and (~same).sum() == 50
-    with pytest.raises(ValueError, match="two classes"):
+    with pytest.raises(metrics.CalibrationError, match="two classes"):
         metrics.pair_distances(embeddings, np.zeros(20), 5, rng)
 
 

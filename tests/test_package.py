@@ -152,7 +152,8 @@ def markdown_files():
 def heading_anchors(path):
     """GitHub's anchors of a page's headings: lower case, punctuation dropped, - for spaces."""
     with open(path) as f:
-        headings = re.findall(r"^#+ (.+)$", f.read(), re.MULTILINE)
+        text = re.sub(r"```.*?```", "", f.read(), flags=re.DOTALL)
+    headings = re.findall(r"^#+ (.+)$", text, re.MULTILINE)
     return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
             for heading in headings}
 

@@ -126,7 +126,9 @@ def test_search_cli_trains_each_setting(tmp_path, tiny_data_dir):
     (parent / "params.json").write_text(json.dumps(dict(
         batch_size=32, num_epochs=1, num_channels=2, embedding_size=4, train_size=240,
         eval_size=100, save_summary_steps=4)))
-    # Started from another folder: each setting's training must still find the package.
+    # Started from another folder that has a model.py of its own: each setting's training
+    # must still find the project's package.
+    (tmp_path / "model.py").write_text("raise ImportError('the user model.py was imported')\n")
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "search_hyperparams.py"), "--parent_dir",
          str(parent), "--grid", "margin=0.2,0.4", "--data_dir", tiny_data_dir],

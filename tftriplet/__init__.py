@@ -20,7 +20,8 @@ What is here (each module imports only TensorFlow, Keras and NumPy):
 * :mod:`tftriplet.exact_batch_all`: the exact batch-all sums in O(B^2) memory.
 * :mod:`tftriplet.distances`: pairwise distance matrices ("L2", "squared-L2", "angular").
 * :mod:`tftriplet.metrics`: retrieval metrics (precision@1, R-precision, MAP@R) and the
-  same / different threshold calibration, in NumPy.
+  same / different threshold calibration, computed in NumPy (importing the package
+  imports TensorFlow all the same).
 
 The training application that ships with it (``tftriplet-train`` and the other
 commands) is :mod:`tftriplet_app`; the library never imports it.
@@ -35,7 +36,8 @@ except ModuleNotFoundError as _error:
         raise
     raise ModuleNotFoundError(
         "tftriplet needs TensorFlow >= 2.16, which is not installed: pip install "
-        "'tftriplet[cpu]' (or [gpu] for NVIDIA GPUs on Linux, or [tensorflow])",
+        "tensorflow-cpu (or tensorflow, or tensorflow[and-cuda] for NVIDIA GPUs on Linux), "
+        "or install tftriplet with its cpu, tensorflow or gpu extra",
         name="tensorflow") from None
 
 from tftriplet.losses import (BatchAllTripletLoss, BatchHardTripletLoss,  # noqa: E402

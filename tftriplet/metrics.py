@@ -60,6 +60,11 @@ MAX_THREADS = 2
 _INT64_MAX = np.iinfo(np.int64).max
 
 
+class CalibrationError(ValueError):
+    """The labels cannot give verification pairs: a half lacks two classes or a class
+    with two members."""
+
+
 def _check_inputs(embeddings, labels, chunk_size):
     embeddings = np.asarray(embeddings)
     labels = np.asarray(labels)
@@ -326,11 +331,12 @@ def _halves(count, rng):
 def _check_pairs_possible(labels):
     if len(np.unique(labels)) < 2 or np.max(np.unique(labels, return_counts=True)[1],
                                             initial=0) < 2:
-        raise ValueError("verification needs at least two classes and a class with two images")
+        raise CalibrationError("verification needs at least two classes and a class with two "
+                               "images")
 
 
 def check_calibration(labels, seed=0):
-    """Raise ValueError unless :func:`calibrate_verification` can run on ``labels`` (both
+    """Raise :class:`CalibrationError` unless :func:`calibrate_verification` can run on ``labels`` (both
     halves it splits them into hold two classes and a class with two members); cheap, so
     that a run can check it before training rather than fail after."""
     labels = np.asarray(labels)
@@ -352,7 +358,7 @@ def calibrate_verification(embeddings, labels, num_pairs=20000, seed=0):
         (on the first half), ``held_out_accuracy`` (on the second), ``pairs_per_half``.
 
     Raises:
-        ValueError: when a half lacks two classes or a class with two members.
+        CalibrationError: when a half lacks two classes or a class with two members.
     """
     rng = np.random.default_rng(seed)
     halves = _halves(len(labels), rng)

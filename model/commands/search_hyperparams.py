@@ -17,16 +17,15 @@ import sys
 from .. import cli
 
 
-def _train_command(model_dir, data_dir):
-    """train.py's command in a fresh interpreter, found as this package finds it (a clone's
-    ``model`` or the installed ``tftriplet_app``), whatever the working folder."""
-    top_package = sys.modules[__package__.split(".")[0]]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(top_package.__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    command = [sys.executable, "-m", f"{__package__}.train", "--model_dir", model_dir,
-               "--data_dir", data_dir]
-    return command, env
+def _train_command():
+    """The train command in a fresh interpreter, whatever the working folder (which may
+    hold a model.py of its own): a clone's train.py script, whose folder Python puts first
+    on the path, or the installed package's module."""
+    top_package = __package__.split(".")[0]
+    if top_package == "model":
+        clone = os.path.dirname(os.path.dirname(sys.modules[top_package].__file__))
+        return [sys.executable, os.path.join(clone, "train.py")]
+    return [sys.executable, "-m", f"{__package__}.train"]
 
 
 def parse_args(argv):
@@ -53,8 +52,8 @@ def main(argv=None):
     failed = []
     for number, child in enumerate(children, 1):
         print(f"[{number}/{len(children)}] {child}", flush=True)
-        command, env = _train_command(child, args.data_dir)
-        if subprocess.run(command, env=env, check=False).returncode != 0:
+        command = _train_command() + ["--model_dir", child, "--data_dir", args.data_dir]
+        if subprocess.run(command, check=False).returncode != 0:
             failed.append(child)
     if failed:
         raise UserError(f"{len(failed)} of {len(children)} settings failed ({', '.join(failed)}); "
