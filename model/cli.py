@@ -1,8 +1,9 @@
 """What the entry scripts share: default paths, common arguments, logging, the error exit.
 
-Each script (``train.py``, ``evaluate.py``, ...) parses its arguments, then calls
-:func:`import_tensorflow` and imports the rest of ``model`` inside ``main(argv)``, so
-``--help`` answers without loading TensorFlow; :func:`run_cli` turns a
+Each command (``train.py``, ``evaluate.py``, ...) parses its arguments and checks the
+params, then calls :func:`import_tensorflow` and imports the rest of ``model`` inside
+``main(argv)``, so ``--help`` and a broken params.json answer without loading
+TensorFlow (which takes seconds); :func:`run_cli` turns a
 :class:`~model.errors.UserError` into one line on stderr and exit status 2.
 """
 
@@ -87,13 +88,15 @@ def import_tensorflow():
 
 
 def start_reader(model_dir):
-    """The start of a script that reads a run: TensorFlow loaded quietly, console logging,
-    and the run's validated params (a :class:`model.params.Params`)."""
-    import_tensorflow()
-    set_logger()
+    """The start of a script that reads a run: the run's validated params (a
+    :class:`model.params.Params`, checked before TensorFlow loads so that a broken
+    params.json answers at once), then TensorFlow loaded quietly and console logging."""
     from .params import load_params
 
-    return load_params(model_dir)
+    params = load_params(model_dir)
+    import_tensorflow()
+    set_logger()
+    return params
 
 
 def set_logger(log_path=None, level=logging.INFO):

@@ -283,7 +283,6 @@ def _train(run, params, model_dir, data, restored):
                     path = best.pop("checkpoint")
                     files.write_json(_metrics_path(model_dir, "best"), best)
                     logging.info("Rewrote %s from %s", METRICS_FILES["best"], path)
-        _migrate_best_score(run, model_dir)
     elif run.chief:
         _write_hparams(eval_writer, model_dir, params)
         results, _ = evaluation.evaluate(*eval_steps, params, *watched)
@@ -373,15 +372,6 @@ def _evaluate_epoch(run, params, model_dir, eval_steps, test, eval_writer, start
     if run.chief:
         files.write_json(_metrics_path(model_dir, "last"), record)
     return record, embeddings
-
-
-def _migrate_best_score(run, model_dir):
-    """Checkpoints written before the best score was kept in them start at -inf: take it
-    from metrics_eval_best.json then."""
-    if math.isinf(run.best_score.numpy()):
-        best = files.read_json(_metrics_path(model_dir, "best")) or {}
-        if isinstance(best.get(BEST_METRIC), (int, float)):
-            run.best_score.assign(best[BEST_METRIC])
 
 
 def _evaluate_best(params, model_dir, eval_steps, split):

@@ -74,8 +74,27 @@ def tiny_data_dir(tmp_path):
     return write_dataset(tmp_path / "data")
 
 
-TINY_PARAMS = dict(batch_size=32, num_epochs=1, num_channels=4, embedding_size=8,
-                   train_size=240, eval_size=100, save_summary_steps=2)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The params of the tiny test runs: a network of a few thousand weights, two epochs of
+# the 240 images of tiny_data_dir.
+TINY = dict(batch_size=32, num_epochs=2, num_channels=4, embedding_size=8, train_size=240,
+            eval_size=100, save_summary_steps=2)
+
+
+def tiny_params(**changes):
+    """:data:`TINY` with ``changes``, as a validated Params."""
+    from model.params import Params
+
+    return Params().replace(**{**TINY, **changes})
+
+
+def run_script(*args, cwd=REPO):
+    """Run ``python ARGS...`` (an entry script and its arguments) in ``cwd``."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
 
 
 @pytest.fixture(scope="session")
@@ -93,8 +112,9 @@ def trained_run(tmp_path_factory):
     data_dir = write_dataset(root / "data")
     model_dir = root / "run"
     model_dir.mkdir()
-    (model_dir / "params.json").write_text(json.dumps(TINY_PARAMS))
-    training.train_and_evaluate(params_from_dict(TINY_PARAMS), str(model_dir), data_dir)
+    params = dict(TINY, num_epochs=1)
+    (model_dir / "params.json").write_text(json.dumps(params))
+    training.train_and_evaluate(params_from_dict(params), str(model_dir), data_dir)
     return str(model_dir), data_dir
 
 

@@ -38,6 +38,7 @@ def test_logger_writes_file(tmp_path):
 
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py", "visualize_embeddings.py",
                                     "embed.py", "search_hyperparams.py"])
+@pytest.mark.e2e
 def test_one_line_errors_come_without_tensorflow_start_up_noise(tmp_path, script):
     (tmp_path / "params.json").write_text('{"margin": -1}')
     args = {"embed.py": ["x.png"], "search_hyperparams.py": ["--grid", "margin=0.1"]}.get(
@@ -52,6 +53,7 @@ def test_one_line_errors_come_without_tensorflow_start_up_noise(tmp_path, script
                              "be >= 0.0\n")
 
 
+@pytest.mark.e2e
 def test_import_tensorflow_keeps_other_lines(tmp_path):
     # The filter drops only the start-up noise: any other line written while TensorFlow
     # loads (here by a module imported in its place) still reaches stderr.
@@ -70,6 +72,7 @@ def test_import_tensorflow_keeps_other_lines(tmp_path):
     assert result.stderr == "W0000 00:00:1.2  7 gpu.cc:1] no CUDA driver found\n"
 
 
+@pytest.mark.e2e
 def test_missing_tensorflow_is_one_line_and_exit_2(tmp_path):
     fake = tmp_path / "tensorflow.py"  # imported in TensorFlow's place: as if it were absent
     fake.write_text("raise ModuleNotFoundError(\"No module named 'tensorflow'\", "
@@ -81,6 +84,20 @@ def test_missing_tensorflow_is_one_line_and_exit_2(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: TensorFlow (>= 2.16) is not installed: pip install")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["train", "evaluate", "embed"])
+def test_a_params_error_answers_before_tensorflow_loads(name, tmp_path):
+    (tmp_path / "params.json").write_text('{"margni": 0.2}')
+    code = (f"import sys\nfrom model.commands import {name}\n"
+            f"status = {name}.run(['--model_dir', {str(tmp_path)!r}, 'x.png'][:3 if "
+            f"{name!r} == 'embed' else 2])\n"
+            "assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'\n"
+            "sys.exit(status)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "unknown key 'margni'" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_fixes_name_the_command_as_the_user_runs_it():

@@ -16,6 +16,9 @@ from model.model_fn import build_model, compute_loss, make_train_step
 from model.errors import UserError
 from model.params import Params
 
+# End to end: scripts in subprocesses and whole trainings (pytest -m "not e2e" skips them).
+pytestmark = pytest.mark.e2e
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(batch_size=32, num_channels=4, embedding_size=8, train_size=240, eval_size=100,
             save_summary_steps=4)

@@ -4,17 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import tiny_params
 from model import evaluation, model_fn
 from model.errors import UserError
-from model.params import Params
 
-TINY = dict(batch_size=32, num_epochs=2, num_channels=4, embedding_size=8, train_size=240,
-            eval_size=100, save_summary_steps=2, learning_rate=1e-3)
 STRATEGIES = ("batch_all", "batch_hard", "batch_semihard")
-
-
-def tiny_params(**changes):
-    return Params().replace(**{**TINY, **changes})
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)

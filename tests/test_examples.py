@@ -1,8 +1,13 @@
-"""examples/keras_fit.py: TFA's tutorial flow with tftriplet.losses, end to end on tiny data."""
+"""examples/keras_fit.py: TFA's tutorial flow with tftriplet's losses, end to end on tiny data."""
 
 import os
 import subprocess
 import sys
+
+import pytest
+
+# End to end: scripts in subprocesses and whole trainings (pytest -m "not e2e" skips them).
+pytestmark = pytest.mark.e2e
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

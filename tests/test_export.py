@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from model import evaluation, export
@@ -37,6 +38,7 @@ def write_png(path, array):
     return str(path)
 
 
+@pytest.mark.e2e
 def test_embed_cli_two_images(trained_run, tmp_path):
     model_dir, _ = trained_run
     rng = np.random.default_rng(2)

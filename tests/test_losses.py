@@ -492,6 +492,7 @@ def no_op_determinism():
         config.enable_op_determinism()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
 def test_fit_with_and_without_jit_compile_gives_the_same_history(cls, no_op_determinism):
     x, labels = tiny_data(count=32), np.arange(32) % 4
@@ -548,6 +549,7 @@ def one_fit_step(cls, strategy, x, labels, initial):
     return history, model.get_weights()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
 def test_mirrored_fit_step_equals_single_device_step(cls, mirrored_strategy):
     x = tiny_data(seed=5, count=16)

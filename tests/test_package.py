@@ -77,6 +77,7 @@ def test_version_is_in_one_place():
         assert f"## {tftriplet.__version__} " in f.read()
 
 
+@pytest.mark.e2e
 def test_library_imports_beside_a_users_model_py(tmp_path):
     """A project with its own model.py (on the path first, as a script's folder is)."""
     (tmp_path / "model.py").write_text("USERS_OWN = True\n")

@@ -18,17 +18,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import REPO, TINY, run_script, tiny_params
 from model import checkpoints, evaluation, export, files, training
 from model.errors import UserError
-from model.params import Params
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(batch_size=32, num_epochs=2, num_channels=4, embedding_size=8, train_size=240,
-            eval_size=100, save_summary_steps=2)
+# End to end: scripts in subprocesses and whole trainings (pytest -m "not e2e" skips them).
+pytestmark = pytest.mark.e2e
 
-
-def tiny_params(**changes):
-    return Params().replace(**{**TINY, **changes})
 
 
 def make_run(tmp_path, name="run", **changes):
@@ -321,11 +317,6 @@ def test_a_second_trainer_is_refused_and_a_killed_one_leaves_no_stale_lock(tmp_p
 
 
 # ---------------------------------------------------------------- bad input
-
-def run_script(*args):
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
-
 
 def assert_one_line_error(result, fragment):
     assert result.returncode == 2, result.stderr

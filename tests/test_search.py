@@ -10,6 +10,9 @@ import pytest
 from model import search
 from model.errors import UserError
 
+# End to end: scripts in subprocesses and whole trainings (pytest -m "not e2e" skips them).
+pytestmark = pytest.mark.e2e
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

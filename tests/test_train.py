@@ -5,8 +5,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,22 +12,17 @@ import tensorflow as tf
 
 from model import evaluation, input_fn, model_fn, training
 from model.errors import UserError
-from model.params import Params
-from conftest import write_image_folders
+from conftest import TINY, run_script, tiny_params, write_image_folders
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(batch_size=32, num_epochs=2, num_channels=4, embedding_size=8, train_size=240,
-            eval_size=100, save_summary_steps=2, learning_rate=1e-3)
+# End to end: scripts in subprocesses and whole trainings (pytest -m "not e2e" skips them).
+pytestmark = pytest.mark.e2e
+
 SUMMARY_TAGS = {
     "batch_all": {"loss", "fraction_positive_triplets", "embedding_mean_norm"},
     "batch_hard": {"loss", "hardest_positive_dist", "hardest_negative_dist", "embedding_mean_norm"},
     "batch_semihard": {"loss", "embedding_mean_norm"},
 }
 RETRIEVAL = {"precision_at_1", "r_precision", "map_at_r"}
-
-
-def tiny_params(**changes):
-    return Params().replace(**{**TINY, **changes})
 
 
 def event_tags(folder):
@@ -187,11 +180,6 @@ def test_changed_params_refuse_to_resume(tmp_path, tiny_data_dir):
     with pytest.raises(UserError, match=r"margin: 0.5 -> 0.3"):
         training.train_and_evaluate(tiny_params(margin=0.3), model_dir, tiny_data_dir)
     assert sorted(os.listdir(os.path.join(model_dir, "checkpoints"))) == files
-
-
-def run_script(*args, cwd=REPO):
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
 
 
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py"])

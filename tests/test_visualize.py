@@ -355,6 +355,7 @@ def trained_looking_model_dir(tmp_path):
     return str(model_dir), model
 
 
+@pytest.mark.e2e
 def test_cli_writes_projector_files_and_the_picture(tmp_path, tiny_data_dir):
     from model import mnist_dataset
 

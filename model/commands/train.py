@@ -12,6 +12,7 @@ import os
 import sys
 
 from .. import cli
+from ..params import load_params
 
 
 def parse_args(argv):
@@ -25,12 +26,12 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    # Checked before TensorFlow loads (seconds): a broken params.json answers at once.
+    params = load_params(args.model_dir)
     cli.import_tensorflow()
     from .. import files, training
     from ..distribute import is_chief, make_strategy
-    from ..params import load_params
 
-    params = load_params(args.model_dir)
     # The strategy comes first: a multi-worker strategy must exist before any other TF op.
     strategy = make_strategy(params)
     if not is_chief(strategy):
