@@ -17,13 +17,11 @@ import tempfile
 from .errors import UserError
 
 _APP_DIR = os.path.dirname(os.path.abspath(__file__))
-# The shipped MNIST: data/mnist beside model/ in a clone (and an editable install);
-# package data inside the app (tftriplet_app/data/mnist) in an installed wheel.
-DEFAULT_DATA_DIR = next(
-    (path for path in (os.path.join(_APP_DIR, "data", "mnist"),
-                       os.path.join(os.path.dirname(_APP_DIR), "data", "mnist"))
-     if os.path.isdir(path)),
-    os.path.join(os.path.dirname(_APP_DIR), "data", "mnist"))
+# The shipped MNIST: package data inside the app (tftriplet_app/data/mnist) in an
+# installed wheel; data/mnist beside model/ in a clone (and an editable install).
+_PACKAGE_DATA_DIR = os.path.join(_APP_DIR, "data", "mnist")
+DEFAULT_DATA_DIR = (_PACKAGE_DATA_DIR if os.path.isdir(_PACKAGE_DATA_DIR)
+                    else os.path.join(os.path.dirname(_APP_DIR), "data", "mnist"))
 CHECKPOINT_CHOICES = ("latest", "best")
 
 # What TensorFlow's C++ core prints while it loads, before its logging is initialised

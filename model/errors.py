@@ -9,10 +9,14 @@ class UserError(Exception):
     """
 
 
+# Run from a clone (the application is the package ``model`` beside the scripts), not
+# from an installed wheel (``tftriplet_app``).
+FROM_CLONE = __package__ == "model"
+
+
 def command(name):
     """How the user runs the command ``name`` ("train", "evaluate", ...), for messages:
-    ``python train.py`` in a clone (the package is ``model``), ``tftriplet-train`` once
-    installed (``tftriplet_app``)."""
-    if __package__ == "model":
+    ``python train.py`` in a clone, ``tftriplet-train`` once installed."""
+    if FROM_CLONE:
         return f"python {name}.py"
     return "tftriplet-" + name.replace("_", "-")

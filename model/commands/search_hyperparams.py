@@ -15,15 +15,15 @@ import subprocess
 import sys
 
 from .. import cli
+from ..errors import FROM_CLONE
 
 
 def _train_command():
     """The train command in a fresh interpreter, whatever the working folder (which may
     hold a model.py of its own): a clone's train.py script, whose folder Python puts first
     on the path, or the installed package's module."""
-    top_package = __package__.split(".")[0]
-    if top_package == "model":
-        clone = os.path.dirname(os.path.dirname(sys.modules[top_package].__file__))
+    if FROM_CLONE:
+        clone = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         return [sys.executable, os.path.join(clone, "train.py")]
     return [sys.executable, "-m", f"{__package__}.train"]
 
