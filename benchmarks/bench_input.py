@@ -14,7 +14,7 @@ Part 1, MNIST in memory. Loads the MNIST train split once, then times:
   epoch (warm-up); "epoch" divides the epoch's images by the whole time including
   building the dataset (the per-epoch NumPy shuffle) and the warm-up. Medians over
   the epochs.
-* one training step of the params in ``--model_dir`` (model.model_fn's network, loss
+* one training step of the params in ``--model_dir`` (model.network's network, loss
   and Adam update) on a fixed batch of MNIST: median over ``--epochs`` runs of
   ``--steps`` steps after 5 warm-up steps (bench_train.time_train_step).
 
@@ -98,13 +98,13 @@ def write_jpegs(folder, count, seed=0):
 def time_folder_epoch(images, labels, params):
     """(steady images/s, whole-epoch images/s, (anonymous, file-backed) growth in MB of
     the resident memory during the epoch, at its peaks), as :func:`time_pipeline` counts."""
-    from model import input_fn
+    from model import pipelines
 
     before = resident_mb()
     peaks = list(before)
     start = time.perf_counter()
     sizes = []
-    for i, (batch, _) in enumerate(input_fn.train_dataset(images, labels, params, 0)):
+    for i, (batch, _) in enumerate(pipelines.train_dataset(images, labels, params, 0)):
         if i == WARMUP_BATCHES:
             warm = time.perf_counter()
         sizes.append(int(batch.shape[0]))
@@ -124,7 +124,7 @@ def folder_rows(args):
     import tensorflow as tf
 
     from bench_train import time_train_step
-    from model import datasets, image_folder, model_fn
+    from model import datasets, image_folder, network
     from model.params import load_params
 
     params = load_params(args.folder_model_dir).replace(
@@ -146,7 +146,7 @@ def folder_rows(args):
             rows.append((f"{len(files):,} JPEGs, file cache (built in {build:.1f} s)",
                          *time_folder_epoch(*cached.train, params)))
     rng = np.random.default_rng(0)
-    batch = tf.constant(rng.random((64, *model_fn.input_shape(params))), tf.float32)
+    batch = tf.constant(rng.random((64, *network.input_shape(params))), tf.float32)
     step = time_train_step(params, batch, tf.constant(np.arange(64) % 10, tf.int64),
                            args.epochs, args.steps)
     return params, rows, step
@@ -154,13 +154,13 @@ def folder_rows(args):
 
 def time_pipeline(images, labels, params, epochs):
     """(steady images/s, whole-epoch images/s), medians over ``epochs`` epochs."""
-    from model import input_fn
+    from model import pipelines
 
     steady, whole = [], []
     for epoch in range(epochs):
         start = time.perf_counter()
         sizes = []
-        for i, (_, batch_labels) in enumerate(input_fn.train_dataset(images, labels, params, epoch)):
+        for i, (_, batch_labels) in enumerate(pipelines.train_dataset(images, labels, params, epoch)):
             if i == WARMUP_BATCHES:
                 warm = time.perf_counter()
             sizes.append(int(batch_labels.shape[0]))
@@ -187,9 +187,9 @@ def main(argv=None):
         ("balanced pipeline (8 x 8)", *time_pipeline(images, labels, balanced, args.epochs)),
     ]
     from bench_train import time_train_step
-    from model import augment, input_fn
+    from model import augment, pipelines
 
-    batch_images, batch_labels = next(iter(input_fn.train_dataset(images, labels, random, 0)))
+    batch_images, batch_labels = next(iter(pipelines.train_dataset(images, labels, random, 0)))
     step = time_train_step(random, batch_images, batch_labels, args.epochs, args.steps)
 
     print(f"TensorFlow {tf.__version__}, Python {platform.python_version()}, "

@@ -65,7 +65,7 @@ def time_train_step(params, images, labels, runs, steps, loss=None):
     import keras
 
     from model.distribute import configure_precision
-    from model.model_fn import build_model, make_optimizer, make_train_step
+    from model.network import build_model, make_optimizer, make_train_step
 
     configure_precision(params)
     keras.utils.set_random_seed(params.seed)
@@ -93,7 +93,7 @@ def main(argv=None):
     import numpy as np
     import tensorflow as tf
 
-    from model import model_fn, search
+    from model import network, search
     from model.errors import UserError
     from model.params import load_params
 
@@ -123,7 +123,7 @@ def main(argv=None):
         for name, changes, loss in variants:
             timed = params.replace(batch_size=batch_size, **changes)
             # A varied image_size changes the input, so each row gets its own batch.
-            images = tf.constant(rng.random((batch_size, *model_fn.input_shape(timed)),
+            images = tf.constant(rng.random((batch_size, *network.input_shape(timed)),
                                             dtype=np.float32))
             rate = time_train_step(timed, images, labels, args.runs, args.steps, loss)
             print(f"| {batch_size} | {name} | {rate:,.0f} | {1000 * batch_size / rate:.1f} |",

@@ -4,7 +4,7 @@
 or class folders (:mod:`model.image_folder`, decoded on the fly); :func:`load` tells them
 apart by a ``train/`` folder. Either way a split is ``(images, labels)``: ``images`` is a
 uint8 array [N, S, S] or [N, S, S, C] (IDX, or a decoded cache) or an
-:class:`~model.image_folder.ImageFiles`, and :mod:`model.input_fn` makes batches of any.
+:class:`~model.image_folder.ImageFiles`, and :mod:`model.pipelines` makes batches of any.
 
 ``dataset.json`` in the model_dir records what a run trains on: the layout, the data
 folder, the class names (the metadata of every picture) and, for class folders, the
@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from tftriplet import metrics
-from . import files, image_folder, input_fn, mnist_dataset
+from . import files, image_folder, pipelines, mnist_dataset
 from .errors import UserError
 
 DATASET_FILE = "dataset.json"
@@ -70,7 +70,7 @@ def load(params, data_dir, model_dir=None, splits=("train", "test")):
 def _load_idx(params, data_dir, splits):
     loaded = {split: mnist_dataset.load_split(data_dir, split) for split in splits}
     for split, (images, labels) in loaded.items():
-        input_fn.check_shapes(images, labels, params, split,
+        pipelines.check_shapes(images, labels, params, split,
                               mnist_dataset.split_path(data_dir, split, "images"))
     found = max(max(int(labels.max()) + 1 for _, labels in loaded.values()), 2)
     if "train" in loaded:
@@ -169,7 +169,7 @@ def for_training(params, data_dir, model_dir):
     """
     data = hold_out_validation(load(params, data_dir, model_dir))
     params = data.params
-    input_fn.check_data(*data.train, params, data.class_names)
+    pipelines.check_data(*data.train, params, data.class_names)
     eval_labels = data.test[1][:params.eval_size]
     try:
         metrics.check_calibration(eval_labels, seed=params.seed)
@@ -195,7 +195,7 @@ def hold_out_validation(data):
     if size > len(labels) - 2:
         raise UserError(f"validation_size is {size} but the train split holds {len(labels)} "
                         f"images; lower it to at most {len(labels) - 2}")
-    # input_fn.epoch_rng draws from [seed, epoch] and image_folder from [seed, 0, 1|2].
+    # pipelines.epoch_rng draws from [seed, epoch] and image_folder from [seed, 0, 1|2].
     chosen = np.zeros(len(labels), bool)
     chosen[np.random.default_rng([data.params.seed, 0, 3]).permutation(len(labels))[:size]] = True
     return dataclasses.replace(data, train=(images[~chosen], labels[~chosen]),
@@ -219,7 +219,7 @@ def cached(data, folder):
             continue
         images, labels = getattr(data, split)
         if mode == "memory":
-            decoded = input_fn.decode_all(images, data.params)
+            decoded = pipelines.decode_all(images, data.params)
         else:
             decoded = _file_cache(images, data.params, folder, split)
         setattr(out, split, (decoded, labels))
@@ -244,7 +244,7 @@ def _file_cache(images, params, folder, split):
             os.remove(os.path.join(folder, stale))
     with files.replaced_atomically(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=images.shape)
-        input_fn.decode_all(images, params, out=out)
+        pipelines.decode_all(images, params, out=out)
         out.flush()
         del out
     logging.info("Cached the %d decoded %s images in %s", len(images), split, path)

@@ -1,7 +1,7 @@
 """Evaluating a network: embed the test set, its loss and retrieval metrics, checkpoints.
 
 * :func:`embed_images`: the one way images become embeddings (the tf.data pipeline of
-  :func:`model.input_fn.image_batches`, batches of ``EMBED_BATCH_SIZE``, inference mode).
+  :func:`model.pipelines.image_batches`, batches of ``EMBED_BATCH_SIZE``, inference mode).
 * :func:`evaluate`: the loss and summaries averaged over test batches of the training
   batch size, and the retrieval metrics of :mod:`tftriplet.metrics`.
 * :func:`restore_model`, :func:`evaluate_checkpoint`: a saved checkpoint of a model_dir,
@@ -17,10 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 from tftriplet import metrics
-from . import checkpoints, datasets, files, input_fn
+from . import checkpoints, datasets, files, pipelines
 from .checkpoints import CHECKPOINT_DIRS
 from .errors import UserError, command
-from .model_fn import build_plain_model, make_embed_step, make_loss_step
+from .network import build_plain_model, make_embed_step, make_loss_step
 
 VERIFICATION_FILE = "verification.json"
 # Images per forward pass when only embeddings are needed: large enough to be quick,
@@ -29,8 +29,8 @@ EMBED_BATCH_SIZE = 1000
 
 
 def _embed_with(embed_step, images, params):
-    batches = input_fn.image_batches(images, params, EMBED_BATCH_SIZE)
-    return tf.concat([embed_step(batch) for batch in input_fn.read_batches(batches)], axis=0)
+    batches = pipelines.image_batches(images, params, EMBED_BATCH_SIZE)
+    return tf.concat([embed_step(batch) for batch in pipelines.read_batches(batches)], axis=0)
 
 
 def embed_images(model, images, params):
@@ -63,8 +63,8 @@ def evaluate(embed_step, loss_step, params, test_images, test_labels):
     batches it was trained on (batch-all and batch-hard depend on what a batch holds).
 
     Args:
-        embed_step, loss_step: from :func:`model.model_fn.make_embed_step` and
-            :func:`model.model_fn.make_loss_step`.
+        embed_step, loss_step: from :func:`model.network.make_embed_step` and
+            :func:`model.network.make_loss_step`.
         params: :class:`model.params.Params`.
         test_images: uint8 [N, S, S] or [N, S, S, C], or
             :class:`~model.image_folder.ImageFiles`.
@@ -75,7 +75,7 @@ def evaluate(embed_step, loss_step, params, test_images, test_labels):
         summaries, ``embedding_mean_norm``, ``precision_at_1``, ``r_precision``,
         ``map_at_r``) and the float32 [n, D] embeddings of the evaluated test images.
     """
-    input_fn.check_shapes(test_images, test_labels, params, "test")
+    pipelines.check_shapes(test_images, test_labels, params, "test")
     count = min(params.eval_size, len(test_labels))
     embeddings = _embed_with(embed_step, test_images[:count], params)
     labels = tf.constant(test_labels[:count], tf.int64)

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from . import files, test_hooks
 from .errors import UserError, command
-from .model_fn import input_shape
+from .network import input_shape
 
 EXPORT_DIR = "export"
 # Written last into the export: the epoch of the network it holds.

@@ -199,7 +199,7 @@ def hold_out(classes, fraction, seed):
     """Split each class into (train, test): a seeded ``fraction`` of its images (at least
     one, and never all: a class keeps a train image) goes to test; single-image classes
     stay in train."""
-    # Keys of their own: input_fn.epoch_rng draws from [seed, epoch].
+    # Keys of their own: pipelines.epoch_rng draws from [seed, epoch].
     rng = np.random.default_rng([seed, 0, 1])
     train, test = {}, {}
     for name, paths in classes.items():

@@ -1,7 +1,7 @@
 """Image files to uint8 pixels of the network's size and channels (TensorFlow ops).
 
 One decoder for everything that reads image files: the folder-dataset pipeline
-(:mod:`model.input_fn`), the check of a folder's files (:mod:`model.image_folder`) and
+(:mod:`model.pipelines`), the check of a folder's files (:mod:`model.image_folder`) and
 ``embed.py``. PNG, JPEG, GIF (first frame) and BMP are read by their content, not their
 name; an alpha channel is dropped; grey becomes RGB by repeating it, RGB becomes grey by
 ITU-R 601 luma (``tf.image.rgb_to_grayscale``).

@@ -30,11 +30,11 @@ import time
 import keras
 import tensorflow as tf
 
-from . import checkpoints, datasets, evaluation, export, files, input_fn, test_hooks
+from . import checkpoints, datasets, evaluation, export, files, pipelines, test_hooks
 from .checkpoints import CHECKPOINT_DIRS
 from .distribute import is_chief, worker_checkpoint_dir
 from .errors import UserError
-from .model_fn import (build_model, build_plain_model, make_embed_step, make_loss_step,
+from .network import (build_model, build_plain_model, make_embed_step, make_loss_step,
                        make_optimizer, make_train_step)
 from .params import RESOLVED_PARAMS_FILENAME, Params, save_params
 
@@ -245,7 +245,7 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
                      params.margin, data_dir)
         seed_everything(params.seed)
         run = Run(params, model_dir, strategy,
-                  input_fn.steps_per_epoch(len(data.train[1]), params))
+                  pipelines.steps_per_epoch(len(data.train[1]), params))
         restored = run.restore_latest()
         if run.chief:
             save_params(params, model_dir)
@@ -295,13 +295,13 @@ def _train(run, params, model_dir, data, restored):
         logging.info("%s already finished %d epochs (step %d). Raise num_epochs to train "
                      "longer.", model_dir, int(run.epoch.numpy()), int(run.step.numpy()))
     train_step = make_train_step(run.model, run.optimizer, params, run.strategy)
-    steps = input_fn.steps_per_epoch(len(train_labels), params)
+    steps = pipelines.steps_per_epoch(len(train_labels), params)
     for epoch in range(int(run.epoch.numpy()), params.num_epochs):
         start = time.time()
         progress = _progress_bar(steps)
         loss_sum = 0.0
-        dataset = input_fn.train_dataset(train_images, train_labels, params, epoch)
-        for done, (images, labels) in enumerate(input_fn.read_batches(dataset), 1):
+        dataset = pipelines.train_dataset(train_images, train_labels, params, epoch)
+        for done, (images, labels) in enumerate(pipelines.read_batches(dataset), 1):
             loss, summaries = train_step(images, labels)
             step = int(run.step.assign_add(1).numpy())
             loss = float(loss)

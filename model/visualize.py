@@ -137,12 +137,12 @@ def sprite_thumbnails(images, params):
     """uint8 thumbnails of a split's images (an array or image files), as small as the
     projector's sprite needs: files are decoded straight to that size, so a large test
     set of large images is never held at full size."""
-    from . import input_fn
+    from . import pipelines
     from .image_folder import ImageFiles
 
     if isinstance(images, ImageFiles):
         images = images.resized(largest_thumbnail(len(images), params.image_size))
-    return thumbnails(input_fn.decode_all(images, params))
+    return thumbnails(pipelines.decode_all(images, params))
 
 
 def one_line_names(names):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import write_image_folders
-from model import datasets, input_fn
+from model import datasets, pipelines
 from model.errors import UserError
 from model.image_folder import ImageFiles
 from model.params import Params
@@ -87,7 +87,7 @@ def test_a_cache_holds_the_decoded_pixels(folders, tmp_path, mode):
     data = datasets.load(params, folders, model_dir)
     cached = datasets.cached(data, os.path.join(model_dir, "cache"))
     for split in ("train", "test"):
-        streamed = input_fn.decode_all(getattr(data, split)[0], params)
+        streamed = pipelines.decode_all(getattr(data, split)[0], params)
         np.testing.assert_array_equal(np.asarray(getattr(cached, split)[0]), streamed)
         np.testing.assert_array_equal(getattr(cached, split)[1], getattr(data, split)[1])
     if mode == "file":
@@ -149,15 +149,15 @@ def test_a_validation_split_is_a_seeded_sample_of_train(tiny_data_dir, folders, 
     whole = datasets.load(params.replace(validation_size=10), data_dir)
     data = datasets.hold_out_validation(whole)
     assert len(data.validation[1]) == 10 and len(data.train[1]) == len(whole.train[1]) - 10
-    full = input_fn.decode_all(whole.train[0], params)
-    parts = [input_fn.decode_all(split[0], params) for split in (data.train, data.validation)]
+    full = pipelines.decode_all(whole.train[0], params)
+    parts = [pipelines.decode_all(split[0], params) for split in (data.train, data.validation)]
     rows = {row.tobytes() for row in full}
     assert {row.tobytes() for part in parts for row in part} == rows
     again = datasets.hold_out_validation(whole)
     np.testing.assert_array_equal(again.validation[1], data.validation[1])
     other = datasets.hold_out_validation(datasets.load(
         params.replace(validation_size=10, seed=1), data_dir))
-    assert not np.array_equal(input_fn.decode_all(other.validation[0], params), parts[1])
+    assert not np.array_equal(pipelines.decode_all(other.validation[0], params), parts[1])
     assert datasets.hold_out_validation(datasets.load(params, data_dir)).validation is None
     with pytest.raises(UserError, match="validation_size is 39 but the train split holds 40"):
         datasets.hold_out_validation(datasets.load(params.replace(validation_size=39),

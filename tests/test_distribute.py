@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from model import distribute, evaluation, training
-from model.model_fn import build_model, compute_loss, make_train_step
+from model.network import build_model, compute_loss, make_train_step
 from model.errors import UserError
 from model.params import Params
 

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_params
-from model import evaluation, model_fn
+from model import evaluation, network
 from model.errors import UserError
 
 STRATEGIES = ("batch_all", "batch_hard", "batch_semihard")
@@ -18,11 +18,11 @@ def test_evaluate_averages_the_loss_over_training_sized_batches(monkeypatch, str
 
     params = tiny_params(triplet_strategy=strategy, eval_size=90)  # batches 32, 32, 26
     images, labels = synthetic_digits(100, seed=3)
-    model = model_fn.build_model(params)
+    model = network.build_model(params)
     # Embedding batches that do not line up with the loss batches.
     monkeypatch.setattr(evaluation, "EMBED_BATCH_SIZE", 40)
     results, embeddings = evaluation.evaluate(
-        model_fn.make_embed_step(model, params), model_fn.make_loss_step(params), params,
+        network.make_embed_step(model, params), network.make_loss_step(params), params,
         images, labels)
 
     want_embeddings = model(images[:90, :, :, None].astype(np.float32) / 255.0).numpy()
@@ -61,7 +61,7 @@ def test_embed_images_in_batches_equals_one_pass(monkeypatch):
 
     params = tiny_params()
     images, _ = synthetic_digits(25, seed=4)
-    model = model_fn.build_model(params)
+    model = network.build_model(params)
     monkeypatch.setattr(evaluation, "EMBED_BATCH_SIZE", 7)
     embeddings = evaluation.embed_images(model, images, params)
     assert embeddings.dtype == np.float32 and embeddings.shape == (25, 8)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import evaluation, input_fn, model_fn, training
+from model import evaluation, pipelines, network, training
 from model.errors import UserError
 from conftest import TINY, run_script, tiny_params, write_image_folders
 
@@ -46,7 +46,7 @@ def test_two_epochs_write_checkpoints_summaries_and_metrics(tmp_path, tiny_data_
 
     assert {"loss", "embedding_mean_norm"} | RETRIEVAL <= set(results)
     assert all(np.isfinite(v) for v in results.values())
-    steps = input_fn.steps_per_epoch(240, params)
+    steps = pipelines.steps_per_epoch(240, params)
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-2")
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "best"))
     assert event_tags(os.path.join(model_dir, "train")) == SUMMARY_TAGS[strategy] | {"train_image"}
@@ -73,9 +73,9 @@ def test_angular_distance_trains_end_to_end(tmp_path, tiny_data_dir):
     params = tiny_params(num_epochs=1, distance="angular", margin=0.2)
     labels = np.arange(12) % 3
     embeddings = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
-    loss, _ = model_fn.compute_loss(params, labels, embeddings)
+    loss, _ = network.compute_loss(params, labels, embeddings)
     want, _ = triplet_loss.batch_all_triplet_loss(labels, embeddings, 0.2, distance="angular")
-    assert float(loss) == float(want) != float(model_fn.compute_loss(
+    assert float(loss) == float(want) != float(network.compute_loss(
         params.replace(distance=None), labels, embeddings)[0])
     results = training.train_and_evaluate(params, str(tmp_path / "run"), tiny_data_dir)
     assert all(np.isfinite(v) for v in results.values())
@@ -99,7 +99,7 @@ def test_resume_continues_and_finished_run_does_nothing(tmp_path, tiny_data_dir)
     model_dir = str(tmp_path / "run")
     training.train_and_evaluate(tiny_params(num_epochs=1), model_dir, tiny_data_dir)
     first = json.load(open(os.path.join(model_dir, "metrics_eval_last.json")))
-    steps = input_fn.steps_per_epoch(240, tiny_params())
+    steps = pipelines.steps_per_epoch(240, tiny_params())
     results = training.train_and_evaluate(tiny_params(num_epochs=2), model_dir, tiny_data_dir)
     last = json.load(open(os.path.join(model_dir, "metrics_eval_last.json")))
     assert last["epoch"] == 2 and last["step"] == 2 * steps
@@ -135,7 +135,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, tiny_data_dir, 
     training.train_and_evaluate(params, straight, tiny_data_dir)
 
     resumed = str(tmp_path / "resumed")
-    real_train_dataset = input_fn.train_dataset
+    real_train_dataset = pipelines.train_dataset
 
     def dies_in_second_epoch(images, labels, params, epoch):
         for batch_index, batch in enumerate(real_train_dataset(images, labels, params, epoch)):
@@ -143,11 +143,11 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, tiny_data_dir, 
                 raise KeyboardInterrupt
             yield batch
 
-    monkeypatch.setattr(input_fn, "train_dataset", dies_in_second_epoch)
+    monkeypatch.setattr(pipelines, "train_dataset", dies_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         training.train_and_evaluate(params, resumed, tiny_data_dir)
     assert tf.train.latest_checkpoint(os.path.join(resumed, "checkpoints")).endswith("ckpt-1")
-    monkeypatch.setattr(input_fn, "train_dataset", real_train_dataset)
+    monkeypatch.setattr(pipelines, "train_dataset", real_train_dataset)
     training.train_and_evaluate(params, resumed, tiny_data_dir)
 
     for a, b in zip(weights_of(straight, params=params), weights_of(resumed, params=params)):
@@ -158,14 +158,14 @@ def test_nan_guard_names_step_and_keeps_checkpoint(tmp_path, tiny_data_dir, monk
     model_dir = str(tmp_path / "run")
     training.train_and_evaluate(tiny_params(num_epochs=1), model_dir, tiny_data_dir)
     before = weights_of(model_dir)
-    real_compute_loss = model_fn.compute_loss
+    real_compute_loss = network.compute_loss
 
     def diverging(params, labels, embeddings):
         loss, summaries = real_compute_loss(params, labels, embeddings)
         return loss + np.inf, summaries
 
-    monkeypatch.setattr(model_fn, "compute_loss", diverging)
-    steps = input_fn.steps_per_epoch(240, tiny_params())
+    monkeypatch.setattr(network, "compute_loss", diverging)
+    steps = pipelines.steps_per_epoch(240, tiny_params())
     with pytest.raises(training.TrainingDiverged, match=f"at step {steps + 1};"):
         training.train_and_evaluate(tiny_params(), model_dir, tiny_data_dir)
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-1")
@@ -341,10 +341,10 @@ def test_a_validation_split_chooses_the_best_and_the_test_set_only_scores_it(tmp
     params = tiny_params(validation_size=40)
     training.train_and_evaluate(params, model_dir, tiny_data_dir)
     last = json.load(open(os.path.join(model_dir, "metrics_eval_last.json")))
-    assert last["step"] == 2 * input_fn.steps_per_epoch(200, params)  # 40 images held out
+    assert last["step"] == 2 * pipelines.steps_per_epoch(200, params)  # 40 images held out
     data = datasets.hold_out_validation(datasets.load(params, tiny_data_dir))
     model, _ = evaluation.restore_model(model_dir, params, "latest")
-    steps = model_fn.make_embed_step(model, params), model_fn.make_loss_step(params)
+    steps = network.make_embed_step(model, params), network.make_loss_step(params)
     on_validation, _ = evaluation.evaluate(*steps, params, *data.validation)
     assert last["map_at_r"] == pytest.approx(on_validation["map_at_r"])
     best = json.load(open(os.path.join(model_dir, "metrics_eval_best.json")))
@@ -362,12 +362,12 @@ def test_a_validation_split_chooses_the_best_and_the_test_set_only_scores_it(tmp
 
 def test_the_cosine_schedule_decays_from_the_learning_rate_to_zero_over_the_run():
     params = tiny_params(num_epochs=4, learning_rate=0.01, learning_rate_schedule="cosine")
-    optimizer = model_fn.make_optimizer(params, steps_per_epoch=25)
+    optimizer = network.make_optimizer(params, steps_per_epoch=25)
     rates = []
     for step in (0, 50, 100):
         optimizer.iterations.assign(step)
         rates.append(float(optimizer.learning_rate))
     assert rates == pytest.approx([0.01, 0.005, 0.0], abs=1e-7)
-    assert float(model_fn.make_optimizer(tiny_params(), 25).learning_rate) == pytest.approx(1e-3)
+    assert float(network.make_optimizer(tiny_params(), 25).learning_rate) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="needs steps_per_epoch"):
-        model_fn.make_optimizer(params)
+        network.make_optimizer(params)

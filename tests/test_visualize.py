@@ -13,7 +13,7 @@ from tensorboard.plugins import base_plugin, projector
 from tensorboard.plugins.projector.projector_plugin import ProjectorPlugin
 from werkzeug.test import Client
 
-from model import checkpoints, evaluation, model_fn, visualize
+from model import checkpoints, evaluation, network, visualize
 from model.cli import run_cli
 from model.commands import visualize_embeddings
 from model.files import write_json
@@ -349,7 +349,7 @@ def trained_looking_model_dir(tmp_path):
     model_dir = tmp_path / "run"
     model_dir.mkdir()
     write_json(str(model_dir / "params.json"), TINY.to_dict())
-    model = model_fn.build_model(TINY)
+    model = network.build_model(TINY)
     folder = model_dir / checkpoints.CHECKPOINT_DIRS["latest"]
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(folder), 1).save()
     return str(model_dir), model

@@ -40,13 +40,13 @@ def main(argv=None):
     params = cli.start_reader(args.model_dir)
     import numpy as np
 
-    from .. import evaluation, input_fn, visualize
+    from .. import evaluation, pipelines, visualize
 
     visualize.check_picture_libraries()
     model, _ = evaluation.restore_model(args.model_dir, params, args.checkpoint)
     images, labels, class_names = evaluation.load_test_split(params, args.model_dir,
                                                              args.data_dir)
-    input_fn.check_shapes(images, labels, params, "test", args.data_dir)
+    pipelines.check_shapes(images, labels, params, "test", args.data_dir)
     embeddings = evaluation.embed_images(model, images, params)
 
     names = visualize.one_line_names(class_names)

@@ -1,4 +1,4 @@
-"""The network, the optimizer and the steps of a run (the original's ``model_fn``, in TF2).
+"""The network, the optimizer and the steps of a run (the TF1 original's ``model_fn.py``).
 
 It holds what the TF1 project's ``model_fn`` built as one graph, now as separate
 pieces: the original CNN (two conv blocks by default, then one dense layer to

@@ -1,4 +1,4 @@
-"""The tf.data input pipelines (the original's ``input_fn``): train and test batches.
+"""The tf.data input pipelines (the TF1 original's ``input_fn.py``): train and test batches.
 
 It holds what the TF1 project's ``input_fn.py`` did, over in-memory IDX arrays (see
 :mod:`model.mnist_dataset`) or streamed image files (:mod:`model.image_folder`), plus
@@ -291,24 +291,6 @@ def train_dataset(images, labels, params, epoch):
     else:
         order = buffered_shuffle(len(labels), params.train_size, rng)
     return _batches(images, labels, order, params, params.batch_size, augment_epoch=epoch)
-
-
-def test_dataset(images, labels, params, batch_size=None):
-    """The first ``params.eval_size`` examples (all if fewer) in their stored order.
-
-    Args:
-        images: as :func:`train_dataset`.
-        labels: int [N].
-        params: :class:`model.params.Params`.
-        batch_size: images per batch; ``params.batch_size`` if None.
-
-    Returns:
-        ``tf.data.Dataset`` of (float32 [b, S, S, C] in [0, 1], int64 [b]), batches of
-        ``batch_size`` (the last one may be smaller).
-    """
-    check_shapes(images, labels, params, "test")
-    count = min(params.eval_size, len(labels))
-    return _batches(images, labels, np.arange(count), params, batch_size or params.batch_size)
 
 
 def image_batches(images, params, batch_size):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import input_fn
+from model import pipelines
 from model.errors import UserError
 from model.params import Params
 
@@ -49,13 +49,13 @@ def params(**changes):
 
 def test_scaling_shapes_and_types():
     images, labels = make_data([30, 30])
-    dataset = input_fn.train_dataset(images, labels, params(batch_size=8), epoch=0)
+    dataset = pipelines.train_dataset(images, labels, params(batch_size=8), epoch=0)
     assert dataset.element_spec[0].shape.as_list() == [None, SIZE, SIZE, 1]
     assert dataset.element_spec[0].dtype == tf.float32
     assert dataset.element_spec[1].dtype == tf.int64
     values = np.concatenate([batch.numpy() for batch, _ in dataset])
     assert values.min() == 0.0 and values.max() == 1.0
-    exact = np.concatenate([b for b, _ in input_fn.test_dataset(images, labels, params())])
+    exact = np.concatenate(list(pipelines.image_batches(images, params(), 16)))
     # First image row 1 holds 0 and 255: exactly 0.0 and 1.0 after scaling.
     np.testing.assert_array_equal(exact[0, 1, :, 0], [0, 1, 0, 1, 0, 1])
 
@@ -63,9 +63,9 @@ def test_scaling_shapes_and_types():
 def test_random_epoch_covers_every_example_once_and_keeps_last_partial_batch():
     images, labels = make_data([23, 17, 10])
     p = params(batch_size=16, train_size=50)
-    batches = epoch_indices(input_fn.train_dataset(images, labels, p, 0), images, labels)
+    batches = epoch_indices(pipelines.train_dataset(images, labels, p, 0), images, labels)
     assert [len(b) for b in batches] == [16, 16, 16, 2]
-    assert len(batches) == input_fn.steps_per_epoch(len(labels), p)
+    assert len(batches) == pipelines.steps_per_epoch(len(labels), p)
     order = np.concatenate(batches)
     assert sorted(order.tolist()) == list(range(len(labels)))
     assert order.tolist() != list(range(len(labels)))
@@ -75,7 +75,7 @@ def test_shuffle_buffer_semantics():
     count = 200
     for buffer in (1, 7, 50, 200, 1000):
         for seed in range(5):
-            order = input_fn.buffered_shuffle(count, buffer, np.random.default_rng(seed))
+            order = pipelines.buffered_shuffle(count, buffer, np.random.default_rng(seed))
             assert sorted(order.tolist()) == list(range(count))
             # The i-th output must already have entered the buffer of the first buffer + i.
             assert np.all(order < buffer + np.arange(count))
@@ -83,7 +83,7 @@ def test_shuffle_buffer_semantics():
                 assert order.tolist() == list(range(count))
     # With a small buffer the first outputs are each drawn from the buffer's contents
     # uniformly: over many seeds every one of the first 7 indices comes first.
-    firsts = {int(input_fn.buffered_shuffle(count, 7, np.random.default_rng(s))[0])
+    firsts = {int(pipelines.buffered_shuffle(count, 7, np.random.default_rng(s))[0])
               for s in range(100)}
     assert firsts == set(range(7))
 
@@ -91,7 +91,7 @@ def test_shuffle_buffer_semantics():
 def test_train_size_is_the_shuffle_buffer():
     images, labels = make_data([40, 40])
     p = params(batch_size=10, train_size=1)
-    order = np.concatenate(epoch_indices(input_fn.train_dataset(images, labels, p, 3),
+    order = np.concatenate(epoch_indices(pipelines.train_dataset(images, labels, p, 3),
                                          images, labels))
     assert order.tolist() == list(range(80))
 
@@ -104,9 +104,9 @@ def test_order_depends_only_on_seed_and_epoch(balanced):
 
     def order(params_, epoch):
         return np.concatenate(epoch_indices(
-            input_fn.train_dataset(images, labels, params_, epoch), images, labels)).tolist()
+            pipelines.train_dataset(images, labels, params_, epoch), images, labels)).tolist()
 
-    first = input_fn.train_dataset(images, labels, p, 2)
+    first = pipelines.train_dataset(images, labels, p, 2)
     twice = [np.concatenate(epoch_indices(first, images, labels)).tolist() for _ in range(2)]
     assert twice[0] == twice[1]
     # A run resumed at epoch 2 builds a fresh dataset after other epochs and global seeds.
@@ -128,9 +128,9 @@ def test_balanced_batches():
                num_images_per_class=num_images)
     class_slots = collections.Counter()
     for epoch in range(6):
-        dataset = input_fn.train_dataset(images, labels, p, epoch)
+        dataset = pipelines.train_dataset(images, labels, p, epoch)
         batches = epoch_indices(dataset, images, labels)
-        assert len(batches) == len(labels) // 15 == input_fn.steps_per_epoch(len(labels), p)
+        assert len(batches) == len(labels) // 15 == pipelines.steps_per_epoch(len(labels), p)
         per_class_uses = collections.defaultdict(list)
         for idx in batches:
             assert len(idx) == 15 and len(set(idx.tolist())) == 15
@@ -155,16 +155,16 @@ def test_balanced_batches():
 
 def test_balanced_order_with_k_equal_class_size():
     labels = np.repeat(np.arange(4), 3)
-    order = input_fn.balanced_order(labels, 4, 3, np.random.default_rng(0))
+    order = pipelines.balanced_order(labels, 4, 3, np.random.default_rng(0))
     assert order.shape == (1, 12)
     assert sorted(order[0].tolist()) == list(range(12))
 
 
-def test_test_dataset_keeps_file_order_and_eval_size():
+def test_image_batches_keep_file_order_and_the_last_partial_batch():
     images, labels = make_data([60, 60])
-    for eval_size, sizes in ((50, [16, 16, 16, 2]), (120, [16] * 7 + [8]), (500, [16] * 7 + [8])):
-        dataset = input_fn.test_dataset(images, labels, params(batch_size=16, eval_size=eval_size))
-        batches = epoch_indices(dataset, images, labels)
+    for count, sizes in ((50, [16, 16, 16, 2]), (120, [16] * 7 + [8])):
+        dataset = pipelines.image_batches(images[:count], params(), 16)
+        batches = [indices_of(batch) for batch in dataset]
         assert [len(b) for b in batches] == sizes
         assert np.concatenate(batches).tolist() == list(range(sum(sizes)))
 
@@ -181,11 +181,11 @@ def test_check_data_shapes(shape, label_count, changes, match):
     images = np.zeros(shape, np.uint8)
     labels = np.arange(label_count) % 2
     with pytest.raises(UserError, match=match) as info:
-        input_fn.check_data(images, labels, params(**changes))
+        pipelines.check_data(images, labels, params(**changes))
     assert "\n" not in str(info.value)
     # The test split is named, and told to match the train images (checked first).
     with pytest.raises(UserError, match="^the test images") as info:
-        input_fn.test_dataset(images, labels, params(**changes))
+        pipelines.check_shapes(images, labels, params(**changes), "test")
     if "image_size is 6" in match:
         assert str(info.value).endswith("resize them to 6 x 6, the size of the train images")
 
@@ -195,26 +195,26 @@ def test_check_data_balanced_impossibilities():
     too_many = params(batch_size=10, num_classes_per_batch=5, num_images_per_class=2)
     with pytest.raises(UserError, match=r"num_classes_per_batch is 5 but the data holds "
                                         r"only 4 classes; set num_classes_per_batch to at most 4"):
-        input_fn.check_data(images, labels, too_many)
+        pipelines.check_data(images, labels, too_many)
     too_few = params(batch_size=8, num_classes_per_batch=2, num_images_per_class=4)
     with pytest.raises(UserError, match=r"1 class\(es\) have fewer images \(class 2 has 3, "
                                         r"the smallest 3\); set num_images_per_class to at most 3"):
-        input_fn.check_data(images, labels, too_few)
-    input_fn.check_data(images, labels, too_few.replace(num_images_per_class=3, batch_size=6))
+        pipelines.check_data(images, labels, too_few)
+    pipelines.check_data(images, labels, too_few.replace(num_images_per_class=3, batch_size=6))
     # Without balanced batches the small class is fine.
-    input_fn.check_data(images, labels, params())
+    pipelines.check_data(images, labels, params())
 
 
 def test_steps_per_epoch():
-    assert input_fn.steps_per_epoch(60000, Params()) == 938
-    assert input_fn.steps_per_epoch(64, Params()) == 1
+    assert pipelines.steps_per_epoch(60000, Params()) == 938
+    assert pipelines.steps_per_epoch(64, Params()) == 1
     balanced = Params().replace(num_classes_per_batch=8, num_images_per_class=8)
-    assert input_fn.steps_per_epoch(60000, balanced) == 937
+    assert pipelines.steps_per_epoch(60000, balanced) == 937
 
 
 def test_image_batches_hold_every_image_in_order():
     images, labels = make_data([12, 12])
-    batches = list(input_fn.image_batches(images, params(eval_size=7), 5))
+    batches = list(pipelines.image_batches(images, params(eval_size=7), 5))
     assert [len(b) for b in batches] == [5, 5, 5, 5, 4]
     np.testing.assert_array_equal(np.concatenate(batches)[..., 0],
                                   images.astype(np.float32) / 255)
@@ -240,12 +240,12 @@ def test_image_files_give_the_batches_of_the_array(tmp_path, balanced):
         else dict(batch_size=7, train_size=10)
     p = params(**changes)
     for epoch in (0, 1):
-        from_files = epoch_indices(input_fn.train_dataset(files, labels, p, epoch), images, labels)
-        from_array = epoch_indices(input_fn.train_dataset(images, labels, p, epoch), images,
+        from_files = epoch_indices(pipelines.train_dataset(files, labels, p, epoch), images, labels)
+        from_array = epoch_indices(pipelines.train_dataset(images, labels, p, epoch), images,
                                    labels)
         assert [b.tolist() for b in from_files] == [b.tolist() for b in from_array]
-    np.testing.assert_array_equal(input_fn.decode_all(files, p)[..., 0], images)
-    embedded = np.concatenate([b.numpy() for b in input_fn.image_batches(files, p, 5)])
+    np.testing.assert_array_equal(pipelines.decode_all(files, p)[..., 0], images)
+    embedded = np.concatenate([b.numpy() for b in pipelines.image_batches(files, p, 5)])
     np.testing.assert_array_equal(embedded[..., 0], images / np.float32(255))
 
 
@@ -255,15 +255,15 @@ def test_a_memory_mapped_cache_gives_the_batches_of_the_array(tmp_path):
     np.save(path, images[..., None])
     mapped = np.load(path, mmap_mode="r")
     p = params(batch_size=7)
-    from_cache = epoch_indices(input_fn.train_dataset(mapped, labels, p, 0), images, labels)
-    from_array = epoch_indices(input_fn.train_dataset(images, labels, p, 0), images, labels)
+    from_cache = epoch_indices(pipelines.train_dataset(mapped, labels, p, 0), images, labels)
+    from_array = epoch_indices(pipelines.train_dataset(images, labels, p, 0), images, labels)
     assert [b.tolist() for b in from_cache] == [b.tolist() for b in from_array]
 
 
 def test_grey_data_for_a_colour_network_is_repeated_over_three_channels():
     images, labels = make_data([10, 10])
     p = params(image_channels=3, batch_size=5)
-    batch, _ = next(iter(input_fn.test_dataset(images, labels, p)))
+    batch = next(iter(pipelines.image_batches(images, p, 5)))
     assert batch.shape == (5, SIZE, SIZE, 3)
     np.testing.assert_array_equal(batch[..., 0], batch[..., 2])
     np.testing.assert_allclose(batch[..., 1], images[:5] / np.float32(255))
@@ -272,14 +272,14 @@ def test_grey_data_for_a_colour_network_is_repeated_over_three_channels():
 def test_augmentation_changes_only_training_batches_and_is_seeded_by_epoch():
     images, labels = make_data([20, 20])
     p = params(batch_size=8, augment_translate=1, augment_brightness=0.1)
-    first = [b.numpy() for b, _ in input_fn.train_dataset(images, labels, p, 0)]
-    again = [b.numpy() for b, _ in input_fn.train_dataset(images, labels, p, 0)]
-    plain = [b.numpy() for b, _ in input_fn.train_dataset(images, labels,
+    first = [b.numpy() for b, _ in pipelines.train_dataset(images, labels, p, 0)]
+    again = [b.numpy() for b, _ in pipelines.train_dataset(images, labels, p, 0)]
+    plain = [b.numpy() for b, _ in pipelines.train_dataset(images, labels,
                                                           params(batch_size=8), 0)]
     for a, b, c in zip(first, again, plain):
         np.testing.assert_array_equal(a, b)
         assert not np.allclose(a, c)
-    tested = np.concatenate([b.numpy() for b, _ in input_fn.test_dataset(images, labels, p)])
+    tested = np.concatenate([b.numpy() for b in pipelines.image_batches(images, p, 8)])
     np.testing.assert_array_equal(tested[..., 0], images / np.float32(255))
 
 
@@ -287,7 +287,7 @@ def test_image_files_need_at_least_one_file():
     from model.image_folder import ImageFiles
 
     with pytest.raises(UserError, match="no image files"):
-        input_fn.check_shapes(ImageFiles([], SIZE, 1, "pad"), np.zeros(0, np.int64), params())
+        pipelines.check_shapes(ImageFiles([], SIZE, 1, "pad"), np.zeros(0, np.int64), params())
 
 
 def test_a_file_gone_since_the_scan_is_a_one_line_error_naming_it(tmp_path):
@@ -295,7 +295,7 @@ def test_a_file_gone_since_the_scan_is_a_one_line_error_naming_it(tmp_path):
     files = as_png_files(images, tmp_path)
     os.remove(files.paths[4])
     with pytest.raises(UserError, match=r"cannot be read or decoded any more \(.*4\.png") as info:
-        list(input_fn.read_batches(input_fn.train_dataset(files, labels, params(batch_size=4), 0)))
+        list(pipelines.read_batches(pipelines.train_dataset(files, labels, params(batch_size=4), 0)))
     assert "\n" not in str(info.value)
 
 
@@ -313,5 +313,5 @@ def test_the_augmentation_of_an_epoch_is_seeded_by_that_epoch(monkeypatch):
     images, labels = make_data([10, 10])
     p = params(batch_size=8, augment_translate=1, seed=5)
     for epoch in (0, 3):
-        list(input_fn.train_dataset(images, labels, p, epoch))
+        list(pipelines.train_dataset(images, labels, p, epoch))
     assert {(5, 0), (5, 3)} <= set(seen) and {epoch for _, epoch in seen} == {0, 3}
