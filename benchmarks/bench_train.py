@@ -64,10 +64,8 @@ def time_train_step(params, images, labels, runs, steps, loss=None):
 
     import keras
 
-    from model.distribute import configure_precision
     from model.network import build_model, make_optimizer, make_train_step
 
-    configure_precision(params)
     keras.utils.set_random_seed(params.seed)
     model = build_model(params)
     loss_fn = functools.partial(loss, params) if loss else None
@@ -84,7 +82,6 @@ def time_train_step(params, images, labels, runs, steps, loss=None):
             loss, _ = train_step(images, labels)
         float(loss)  # wait for the last step
         rates.append(steps * int(labels.shape[0]) / (time.perf_counter() - start))
-    configure_precision(params.replace(mixed_precision=False))
     return statistics.median(rates)
 
 

@@ -60,7 +60,7 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from model import mnist_dataset, visualize
+    from model import mnist_dataset, projector
     from tftriplet import TripletSemiHardLoss  # was: from tensorflow_addons.losses import ...
     from tftriplet import metrics
 
@@ -79,7 +79,7 @@ def main(argv=None):
     results = metrics.retrieval_metrics(embeddings, test_labels)
     print(f"{args.epochs} epochs in {train_seconds / 60:.1f} min; test retrieval: "
           + ", ".join(f"{name} {value:.4f}" for name, value in results.items()))
-    paths = visualize.write_projector(args.output_dir, embeddings, test_labels, test_images)
+    paths = projector.write_projector(args.output_dir, embeddings, test_labels, test_images)
     print(f"projector files in {args.output_dir}: tensorboard --logdir {args.output_dir} "
           f"({os.path.basename(paths['config'])})")
     return 0

@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from model import cli  # noqa: E402 (after the path it is found on)
+from model import cli, shipped_data  # noqa: E402 (after the path it is found on)
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -29,7 +29,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder to write (must not hold a train/)")
-    parser.add_argument("--data_dir", default=cli.DEFAULT_DATA_DIR,
+    parser.add_argument("--data_dir", default=shipped_data.MNIST_DIR,
                         help="MNIST IDX folder to draw the digits from (default: %(default)s)")
     parser.add_argument("--train_per_class", type=int, default=1000,
                         help="train images per class (default: %(default)s)")

@@ -11,28 +11,16 @@ skipped and why.
 
 import logging
 import os
-import re
 
 import tensorflow as tf
 
 from .errors import UserError
+from .run_folder import CHECKPOINT_PREFIX, checkpoint_files, checkpoint_number
 
-CHECKPOINT_DIRS = {"latest": "checkpoints", "best": "best"}
-PREFIX = "ckpt"
 STATE_FILE = "checkpoint"
-_NUMBERED = re.compile(rf"^{PREFIX}-(\d+)\.")
 # Restores retried when a checkpoint disappears while it is read (a trainer pruning old
 # checkpoints under a reader).
 _ATTEMPTS = 5
-
-
-def checkpoint_files(folder):
-    """Names of the checkpoint files (``ckpt-N.*``) in ``folder``; [] if it does not exist."""
-    try:
-        names = os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return sorted(name for name in names if _NUMBERED.match(name))
 
 
 def _number(prefix):
@@ -42,16 +30,18 @@ def _number(prefix):
 def _without_index(folder):
     """Prefixes of the checkpoints in ``folder`` that have data files but no index file."""
     names = checkpoint_files(folder)
-    numbers = {int(_NUMBERED.match(name).group(1)) for name in names}
-    indexed = {int(_NUMBERED.match(name).group(1)) for name in names if name.endswith(".index")}
-    return [os.path.join(folder, f"{PREFIX}-{number}") for number in sorted(numbers - indexed)]
+    numbers = {checkpoint_number(name) for name in names}
+    indexed = {checkpoint_number(name) for name in names if name.endswith(".index")}
+    return [os.path.join(folder, f"{CHECKPOINT_PREFIX}-{number}")
+            for number in sorted(numbers - indexed)]
 
 
 def candidates(folder):
     """Prefixes of the checkpoints in ``folder`` that have an index file, newest first."""
-    numbers = {int(_NUMBERED.match(name).group(1)) for name in checkpoint_files(folder)
+    numbers = {checkpoint_number(name) for name in checkpoint_files(folder)
                if name.endswith(".index")}
-    return [os.path.join(folder, f"{PREFIX}-{number}") for number in sorted(numbers, reverse=True)]
+    return [os.path.join(folder, f"{CHECKPOINT_PREFIX}-{number}")
+            for number in sorted(numbers, reverse=True)]
 
 
 def damage(prefix):

@@ -1,4 +1,4 @@
-"""What the entry scripts share: default paths, common arguments, logging, the error exit.
+"""What the entry scripts share: common arguments, logging, the error exit.
 
 Each command (``train.py``, ``evaluate.py``, ...) parses its arguments and checks the
 params, then calls :func:`import_tensorflow` and imports the rest of ``model`` inside
@@ -15,14 +15,9 @@ import sys
 import tempfile
 
 from .errors import UserError
+from .run_folder import CHECKPOINT_DIRS
+from .shipped_data import MNIST_DIR
 
-_APP_DIR = os.path.dirname(os.path.abspath(__file__))
-# The shipped MNIST: package data inside the app (tftriplet_app/data/mnist) in an
-# installed wheel; data/mnist beside model/ in a clone (and an editable install).
-_PACKAGE_DATA_DIR = os.path.join(_APP_DIR, "data", "mnist")
-DEFAULT_DATA_DIR = (_PACKAGE_DATA_DIR if os.path.isdir(_PACKAGE_DATA_DIR)
-                    else os.path.join(os.path.dirname(_APP_DIR), "data", "mnist"))
-CHECKPOINT_CHOICES = ("latest", "best")
 
 # What TensorFlow's C++ core prints while it loads, before its logging is initialised
 # (TF_CPP_MIN_LOG_LEVEL cannot hide these): absl's banner and INFO lines such as
@@ -34,7 +29,7 @@ _START_UP_NOISE = re.compile(
 
 def add_data_dir_argument(parser, what="the data"):
     parser.add_argument(
-        "--data_dir", default=DEFAULT_DATA_DIR,
+        "--data_dir", default=MNIST_DIR,
         help=f"folder with {what}: either the IDX files (train-images-idx3-ubyte[.gz], "
              "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
              "t10k-labels-idx1-ubyte[.gz]) or class folders of images, train/<class>/* and "
@@ -47,7 +42,7 @@ def add_trained_run_arguments(parser, model_dir_help="experiment folder of a tra
     parser.add_argument("--model_dir", required=True, help=model_dir_help)
     add_data_dir_argument(parser, "the test data")
     parser.add_argument(
-        "--checkpoint", choices=CHECKPOINT_CHOICES, default="latest",
+        "--checkpoint", choices=tuple(CHECKPOINT_DIRS), default="latest",
         help="which checkpoint to use: the last epoch's or the one with the best eval MAP@R "
              "(default: %(default)s)")
 
@@ -57,6 +52,10 @@ def import_tensorflow():
 
     The C++ INFO lines and absl's banner (4 lines, printed twice) would bury the one-line
     messages users need to read; warnings and errors printed while loading are kept.
+    TensorFlow's own settings cannot hide them (measured on TF 2.21: the same 4 lines
+    with TF_CPP_MIN_LOG_LEVEL 0 to 3 and GLOG_minloglevel 3); only
+    TF_ENABLE_ONEDNN_OPTS=0 would, and it changes the numerics, so the lines are
+    filtered at the file descriptor while the import runs.
     """
     if "tensorflow" in sys.modules:
         return
@@ -97,8 +96,9 @@ def start_reader(model_dir):
     return params
 
 
-def set_logger(log_path=None, level=logging.INFO):
-    """Log to the console and, if given, to ``log_path`` (appending, so resumed runs keep history)."""
+def set_logger(level=logging.INFO):
+    """Log to the console, one plain line per message (:func:`model.run_folder.claimed`
+    adds the run's ``train.log``)."""
     logger = logging.getLogger()
     logger.setLevel(level)
     # TensorFlow's own INFO lines (checkpoint sharding through absl, SavedModel assets)
@@ -111,11 +111,6 @@ def set_logger(log_path=None, level=logging.INFO):
     console = logging.StreamHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(console)
-    if log_path:
-        # delay: the file appears with its first line, not when a run is refused.
-        file_handler = logging.FileHandler(log_path, delay=True)
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(file_handler)
     return logger
 
 
@@ -148,34 +143,3 @@ def run_cli(main, argv=None):
     except KeyboardInterrupt:
         print("interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
         return 130
-
-
-def read_image(path, image_size, resize=False, channels=1, mode="pad"):
-    """Read a PNG, JPEG, GIF or BMP file as uint8 [image_size, image_size, channels].
-
-    Colour images become grey (ITU-R 601 luma) for a grey network and grey ones RGB for
-    a colour one; an alpha channel is dropped (:func:`model.images.decode`). Another size
-    is an error unless ``resize``; then it is resized as ``mode`` (the run's
-    ``params.resize``) says, like the class-folder images the network was trained on.
-    MNIST digits are light on a dark background: invert dark-on-light images first.
-    """
-    import tensorflow as tf
-
-    from . import images
-
-    if os.path.isdir(path):
-        raise UserError(f"{path} is a folder, not an image; pass image files (PNG, JPEG, GIF "
-                        "or BMP)")
-    try:
-        image = images.decode(tf.io.read_file(path), channels)
-    except tf.errors.NotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except (tf.errors.InvalidArgumentError, ValueError):
-        raise UserError(f"{path}: not a PNG, JPEG, GIF or BMP image") from None
-    height, width = image.shape[:2]
-    if (height, width) != (image_size, image_size):
-        if not resize:
-            raise UserError(f"{path}: image is {width}x{height}, the model expects "
-                            f"{image_size}x{image_size}; resize it or pass --resize")
-        image = images.fit(image, image_size, mode)
-    return image.numpy()

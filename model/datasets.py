@@ -22,12 +22,10 @@ from typing import Optional
 
 import numpy as np
 
-from tftriplet import metrics
-from . import files, image_folder, pipelines, mnist_dataset
+from tftriplet import verification
+from . import files, image_folder, mnist_dataset, pipelines, run_folder
 from .errors import UserError
-
-DATASET_FILE = "dataset.json"
-CACHE_DIR = "cache"
+from .image_folder import ImageFiles
 
 
 @dataclasses.dataclass
@@ -70,7 +68,7 @@ def load(params, data_dir, model_dir=None, splits=("train", "test")):
 def _load_idx(params, data_dir, splits):
     loaded = {split: mnist_dataset.load_split(data_dir, split) for split in splits}
     for split, (images, labels) in loaded.items():
-        pipelines.check_shapes(images, labels, params, split,
+        check_shapes(images, labels, params, split,
                               mnist_dataset.split_path(data_dir, split, "images"))
     found = max(max(int(labels.max()) + 1 for _, labels in loaded.values()), 2)
     if "train" in loaded:
@@ -138,25 +136,14 @@ def _load_folders(params, data_dir, model_dir, splits):
 
 def read_record(model_dir):
     """The ``dataset.json`` of ``model_dir``, or None."""
-    return files.read_json(os.path.join(model_dir, DATASET_FILE)) if model_dir else None
+    return files.read_json(os.path.join(model_dir, run_folder.DATASET_FILE)) if model_dir else None
 
 
 def save_record(data, model_dir):
     """Write ``dataset.json`` (atomically) unless it already holds the same record."""
-    path = os.path.join(model_dir, DATASET_FILE)
+    path = os.path.join(model_dir, run_folder.DATASET_FILE)
     if read_record(model_dir) != data.record:
         files.write_text(path, json.dumps(data.record, indent=1) + "\n")
-
-
-def check_same_classes(data, model_dir):
-    """Refuse to resume a run on data whose classes differ from those it was trained on."""
-    saved = read_record(model_dir)
-    if saved and saved.get("class_names") != data.class_names:
-        old, new = saved.get("class_names") or [], data.class_names
-        raise UserError(
-            f"{model_dir} was trained on {len(old)} classes ({image_folder.first_names(old)}) "
-            f"but the data now has {len(new)} ({image_folder.first_names(new)}); pass the "
-            "--data_dir it was trained on, or train in a new folder")
 
 
 def for_training(params, data_dir, model_dir):
@@ -169,11 +156,11 @@ def for_training(params, data_dir, model_dir):
     """
     data = hold_out_validation(load(params, data_dir, model_dir))
     params = data.params
-    pipelines.check_data(*data.train, params, data.class_names)
+    check_data(*data.train, params, data.class_names)
     eval_labels = data.test[1][:params.eval_size]
     try:
-        metrics.check_calibration(eval_labels, seed=params.seed)
-    except metrics.CalibrationError as err:
+        verification.check_calibration(eval_labels, seed=params.seed)
+    except verification.CalibrationError as err:
         raise UserError(f"{err}: the first eval_size = {min(params.eval_size, len(data.test[1]))} "
                         "test images cannot calibrate the verification threshold; raise "
                         "eval_size or use a test set with more classes") from None
@@ -249,3 +236,70 @@ def _file_cache(images, params, folder, split):
         del out
     logging.info("Cached the %d decoded %s images in %s", len(images), split, path)
     return np.load(path, mmap_mode="r")
+
+
+def check_data(images, labels, params, class_names=None):
+    """Reject data the params cannot train on, before any training starts.
+
+    Args:
+        images: uint8 [N, S, S] or [N, S, S, C], or :class:`~model.image_folder.ImageFiles`.
+        labels: int [N].
+        params: :class:`model.params.Params`.
+        class_names: the name of each label, used in the messages (default: the label).
+
+    Raises:
+        UserError: no images, image size != ``params.image_size``, images and labels
+            of different lengths, or balanced batches that cannot be built (fewer
+            classes present than P, or a class with fewer than K images).
+    """
+    check_shapes(images, labels, params)
+    if not params.balanced_batches:
+        return
+    p, k = params.num_classes_per_batch, params.num_images_per_class
+    classes, counts = np.unique(labels, return_counts=True)
+    if p > len(classes):
+        raise UserError(
+            f"num_classes_per_batch is {p} but the data holds only {len(classes)} "
+            f"classes; set num_classes_per_batch to at most {len(classes)}")
+    small = classes[counts < k]
+    if small.size:
+        fewest = int(counts.min())
+        name = class_names[small[0]] if class_names is not None else small[0]
+        raise UserError(
+            f"num_images_per_class is {k} but {small.size} class(es) have fewer images "
+            f"(class {name} has {int(counts[classes == small[0]][0])}, the smallest "
+            f"{fewest}); set num_images_per_class to at most {fewest} or remove those classes")
+
+
+def check_shapes(images, labels, params, split="train", path=None):
+    """Raise UserError unless there are images of the params' size, one label each.
+
+    Arrays must be [N, S, S] or [N, S, S, C] with S = params.image_size (IDX data is not
+    resized); :class:`~model.image_folder.ImageFiles` are resized when decoded.
+
+    Args:
+        split: "train" or "test", named in the messages (the train split is checked first,
+            so a test split of another size is told to match the train images).
+        path: the images file, named in the messages when given.
+    """
+    size = params.image_size
+    where = f"the {split} images" + (f" ({path})" if path else "")
+    if isinstance(images, ImageFiles):
+        if not len(images):
+            raise UserError(f"{where}: no image files; add images to the class folders")
+    elif images.ndim not in (3, 4) or len(images) == 0:
+        raise UserError(f"{where}: expected a non-empty stack of 2-D images [N, rows, cols], "
+                        f"got shape {images.shape}; check that file")
+    elif images.shape[1:3] != (size, size):
+        rows, cols = images.shape[1:3]
+        if split != "train":
+            fix = f"resize them to {size} x {size}, the size of the train images"
+        elif rows == cols:
+            fix = f'set "image_size": {rows} in params.json'
+        else:
+            fix = "resize them to square images"
+        raise UserError(f"{where} are {rows} x {cols} pixels but params.image_size is "
+                        f"{size}; {fix}")
+    if labels.shape != (len(images),):
+        raise UserError(f"{where}: {len(images)} images but labels of shape {labels.shape}; "
+                        "give one integer label per image")

@@ -1,21 +1,19 @@
-"""Devices and precision: the tf.distribute strategy and the Keras dtype policy of a run."""
+"""Devices: the tf.distribute strategy of a run, and which worker writes its files."""
 
 import json
 import os
 
-import keras
 import tensorflow as tf
 
 from .errors import UserError
 
 
 def make_strategy(params):
-    """The ``tf.distribute`` strategy named by ``params.distribution``; sets the precision policy.
+    """The ``tf.distribute`` strategy named by ``params.distribution``.
 
     ``none`` is TensorFlow's default (single-device) strategy; ``mirrored`` uses every local
     GPU (or every logical CPU device); ``multi_worker`` reads the cluster from ``TF_CONFIG``.
     """
-    configure_precision(params)
     if params.distribution == "none":
         return tf.distribute.get_strategy()
     if params.distribution == "mirrored":
@@ -30,16 +28,6 @@ def make_strategy(params):
     except ValueError:
         raise UserError("TF_CONFIG is not valid JSON; fix the environment variable") from None
     return tf.distribute.MultiWorkerMirroredStrategy()
-
-
-def configure_precision(params):
-    """mixed_float16 on GPU, mixed_bfloat16 on CPU when ``params.mixed_precision``, else float32."""
-    if not params.mixed_precision:
-        keras.mixed_precision.set_global_policy("float32")
-    elif tf.config.list_physical_devices("GPU"):
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    else:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
 
 
 def is_chief(strategy):

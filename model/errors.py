@@ -1,4 +1,4 @@
-"""The one exception type for bad input from the user, and how to name a fix's command."""
+"""The one exception type for bad input from the user, and how messages name things."""
 
 
 class UserError(Exception):
@@ -20,3 +20,13 @@ def command(name):
     if FROM_CLONE:
         return f"python {name}.py"
     return "tftriplet-" + name.replace("_", "-")
+
+
+# Names a message lists before "...".
+_SHOWN = 3
+
+
+def first_names(names):
+    """The first few of ``names``, comma-separated, with ", ..." when there are more."""
+    names = [str(name) for name in names]
+    return ", ".join(names[:_SHOWN]) + (", ..." if len(names) > _SHOWN else "")

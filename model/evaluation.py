@@ -7,7 +7,7 @@
 * :func:`restore_model`, :func:`evaluate_checkpoint`: a saved checkpoint of a model_dir,
   on one device in float32 whatever trained it.
 * ``verification.json``: the same / different threshold calibrated by
-  :func:`tftriplet.metrics.calibrate_verification`.
+  :func:`tftriplet.verification.calibrate_verification`.
 """
 
 import json
@@ -16,13 +16,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tftriplet import metrics
+from tftriplet import metrics, verification
 from . import checkpoints, datasets, files, pipelines
-from .checkpoints import CHECKPOINT_DIRS
 from .errors import UserError, command
 from .network import build_plain_model, make_embed_step, make_loss_step
+from .run_folder import CHECKPOINT_DIRS, VERIFICATION_FILE
 
-VERIFICATION_FILE = "verification.json"
 # Images per forward pass when only embeddings are needed: large enough to be quick,
 # small enough for any machine (~100 MB of first-layer activations in float32).
 EMBED_BATCH_SIZE = 1000
@@ -75,7 +74,7 @@ def evaluate(embed_step, loss_step, params, test_images, test_labels):
         summaries, ``embedding_mean_norm``, ``precision_at_1``, ``r_precision``,
         ``map_at_r``) and the float32 [n, D] embeddings of the evaluated test images.
     """
-    pipelines.check_shapes(test_images, test_labels, params, "test")
+    datasets.check_shapes(test_images, test_labels, params, "test")
     count = min(params.eval_size, len(test_labels))
     embeddings = _embed_with(embed_step, test_images[:count], params)
     labels = tf.constant(test_labels[:count], tf.int64)
@@ -138,12 +137,13 @@ def write_verification(model_dir, embeddings, labels, params, epoch):
     ``epoch``) and write verification.json.
 
     Returns:
-        the record written (see :func:`tftriplet.metrics.calibrate_verification`), with ``epoch``.
+        the record written (see
+        :func:`tftriplet.verification.calibrate_verification`), with ``epoch``.
     """
     try:
-        record = metrics.calibrate_verification(comparable(embeddings, params),
+        record = verification.calibrate_verification(comparable(embeddings, params),
                                                 np.asarray(labels), seed=params.seed)
-    except metrics.CalibrationError as err:
+    except verification.CalibrationError as err:
         raise UserError(f"{err}: these {len(labels)} test images cannot calibrate the "
                         "verification threshold; use a test set with more classes") from None
     record["epoch"] = epoch

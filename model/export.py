@@ -16,8 +16,8 @@ import tensorflow as tf
 from . import files, test_hooks
 from .errors import UserError, command
 from .network import input_shape
+from .run_folder import EXPORT_DIR
 
-EXPORT_DIR = "export"
 # Written last into the export: the epoch of the network it holds.
 SOURCE_FILE = "source.json"
 

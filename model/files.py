@@ -86,35 +86,21 @@ def read_json(path):
     return values if isinstance(values, dict) else None
 
 
-LOCK_FILE = ".lock"
-# Folders whose lock this process holds, with how many blocks hold it (re-entrant).
-_HELD = {}
-
-
 @contextlib.contextmanager
-def exclusive_lock(folder, what="train.py"):
-    """Hold an exclusive lock on ``folder`` for the duration of the block.
+def exclusive_lock(folder, lock_name, what="train.py"):
+    """Hold an exclusive lock on ``folder`` (through its file ``lock_name``) for the block.
 
-    ``fcntl.flock`` on ``folder/.lock``: the operating system releases it when the
-    process ends, however it ends (a SIGKILL cannot leave a stale lock), and the file
-    holds the holder's PID so that a second process can name it. Re-entrant within a
-    process (``train.py`` holds it around its logging, the training loop again).
+    ``fcntl.flock``: the operating system releases it when the process ends, however it
+    ends (a SIGKILL cannot leave a stale lock), and the file holds the holder's PID so
+    that a second process can name it. Not re-entrant: a second claim, even from the
+    same process, is refused.
 
     Raises:
-        UserError: another process holds the lock.
+        UserError: the lock is held already.
     """
     import fcntl
 
-    key = os.path.realpath(folder)
-    if key in _HELD:
-        _HELD[key] += 1
-        try:
-            yield
-        finally:
-            _HELD[key] -= 1
-        return
-    path = os.path.join(folder, LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(os.path.join(folder, lock_name), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -125,10 +111,6 @@ def exclusive_lock(folder, what="train.py"):
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         test_hooks.reached("locked")
-        _HELD[key] = 1
-        try:
-            yield
-        finally:
-            del _HELD[key]
+        yield
     finally:
         os.close(fd)

@@ -29,11 +29,9 @@ import os
 import numpy as np
 
 from . import images as image_ops
-from .errors import UserError
+from .errors import UserError, first_names
 
 TRAIN_DIR, TEST_DIR = "train", "test"
-# How many names a warning lists.
-_SHOWN = 3
 # Files checked per decoding batch (only the check's bookkeeping; decoding is per file).
 _CHECK_BATCH = 256
 
@@ -72,13 +70,8 @@ def is_folder_dataset(data_dir):
     return os.path.isdir(os.path.join(data_dir, TRAIN_DIR))
 
 
-def first_names(names):
-    """The first few of ``names``, comma-separated, with ", ..." when there are more."""
-    names = [str(name) for name in names]
-    return ", ".join(names[:_SHOWN]) + (", ..." if len(names) > _SHOWN else "")
-
-
-def _names(paths, root):
+def _first_names_in(paths, root):
+    """:func:`first_names` of ``paths``, relative to ``root``."""
     return first_names([os.path.relpath(path, root) for path in paths])
 
 
@@ -121,7 +114,8 @@ def scan_classes(split_dir):
              if entry.is_file() and entry.name.lower().endswith(image_ops.IMAGE_SUFFIXES)]
     if loose:
         raise UserError(f"{split_dir} holds images outside class folders "
-                        f"({_names(loose, split_dir)}); move each into {split_dir}/<class name>/")
+                        f"({_first_names_in(loose, split_dir)}); move each into "
+                        f"{split_dir}/<class name>/")
     classes, empty, ignored = {}, [], []
     for entry in entries:
         if entry.name.startswith(".") or not entry.is_dir():
@@ -139,10 +133,10 @@ def scan_classes(split_dir):
     if ignored:
         logging.warning("Ignored %d file(s) without an image suffix (%s) in %s: %s",
                         len(ignored), "/".join(image_ops.IMAGE_SUFFIXES), split_dir,
-                        _names(ignored, split_dir))
+                        _first_names_in(ignored, split_dir))
     if empty:
         logging.warning("Ignored %d class folder(s) without images in %s: %s", len(empty),
-                        split_dir, _names(empty, split_dir))
+                        split_dir, _first_names_in(empty, split_dir))
     if not classes:
         raise UserError(f"{split_dir} holds no class folder with images; put the images of "
                         f"each class in {split_dir}/<class name>/ (PNG, JPEG, GIF or BMP)")
@@ -184,7 +178,7 @@ def _keep_decodable(classes, split_dir, parallel):
     if not ok.all():
         bad = [path for path, good in zip(paths, ok) if not good]
         logging.warning("Skipped %d file(s) of %d that do not decode as images in %s: %s",
-                        len(bad), len(paths), split_dir, _names(bad, split_dir))
+                        len(bad), len(paths), split_dir, _first_names_in(bad, split_dir))
     good = {path for path, keep in zip(paths, ok) if keep}
     kept = {name: [path for path in files if path in good] for name, files in classes.items()}
     lost = [name for name, files in kept.items() if not files]
@@ -227,55 +221,69 @@ def load(data_dir, params, splits=("train", "test")):
         test split is in a seeded random order, so that its first ``eval_size`` images
         sample every class.
     """
-    parallel = params.num_parallel_calls
     train_dir, test_dir = (os.path.join(data_dir, name) for name in (TRAIN_DIR, TEST_DIR))
-    train_classes = scan_classes(train_dir)
-    held_out = not os.path.isdir(test_dir)
-    if held_out:
-        train_classes, test_classes = hold_out(train_classes, params.test_fraction, params.seed)
-        logging.info("%s has no %s/ folder: held out %d of its images as the test split "
-                     "(test_fraction %s)", data_dir, TEST_DIR,
-                     sum(map(len, test_classes.values())), params.test_fraction)
-    else:
-        test_classes = scan_classes(test_dir)
-    record = {"held_out": held_out}
+    train_classes, test_classes, held_out = _scan_splits(data_dir, params)
     if "train" in splits:
-        train_classes, sizes = _keep_decodable(train_classes, train_dir, parallel)
-        _report_sizes(sizes, train_dir, params)
-        singles = [name for name, paths in train_classes.items() if len(paths) == 1]
-        if singles:
-            logging.warning("%d class(es) in %s have a single image (%s): they give negatives "
-                            "but no positive pair", len(singles), train_dir,
-                            first_names(singles))
+        train_classes = _checked_train_classes(train_classes, train_dir, params)
     names = sorted(train_classes)
     if "test" in splits:
-        test_classes, _ = _keep_decodable(test_classes, test_dir if not held_out else train_dir,
-                                          parallel)
+        test_classes, _ = _keep_decodable(test_classes, train_dir if held_out else test_dir,
+                                          params.num_parallel_calls)
         unseen = sorted(set(test_classes) - set(train_classes))
         if unseen:
             logging.info("%d test class(es) are not in %s (retrieval on unseen classes): %s",
                          len(unseen), train_dir, first_names(unseen))
         names += unseen
     ids = {name: i for i, name in enumerate(names)}
-    record["class_names"] = names
+    record = {"held_out": held_out, "class_names": names}
     for split, classes in (("train", train_classes), ("test", test_classes)):
-        if split not in splits:
-            continue
-        paths = [path for name in sorted(classes) for path in classes[name]]
-        labels = np.array([ids[name] for name in sorted(classes) for _ in classes[name]],
-                          np.int64)
-        if split == "test":
-            order = np.random.default_rng([params.seed, 0, 2]).permutation(len(paths))
-            paths, labels = [paths[i] for i in order], labels[order]
-        if not paths and split == "test" and held_out:
-            raise UserError(f"no test image could be held out of {train_dir} (classes of "
-                            "one image stay in train); add a test/ folder of class folders, "
-                            "or more images per class")
-        if not paths:
-            raise UserError(f"the {split} split of {data_dir} holds no image that decodes; "
-                            f"add images to {os.path.join(data_dir, split)}/<class name>/")
-        record[split] = ([os.path.relpath(path, data_dir) for path in paths], labels)
+        if split in splits:
+            record[split] = _labelled_split(data_dir, split, classes, ids, held_out, params.seed)
     return record
+
+
+def _scan_splits(data_dir, params):
+    """The train and test classes of ``data_dir`` (test held out of train/ when there is
+    no test/ folder), and whether test was held out."""
+    train_dir, test_dir = (os.path.join(data_dir, name) for name in (TRAIN_DIR, TEST_DIR))
+    train_classes = scan_classes(train_dir)
+    if os.path.isdir(test_dir):
+        return train_classes, scan_classes(test_dir), False
+    train_classes, test_classes = hold_out(train_classes, params.test_fraction, params.seed)
+    logging.info("%s has no %s/ folder: held out %d of its images as the test split "
+                 "(test_fraction %s)", data_dir, TEST_DIR,
+                 sum(map(len, test_classes.values())), params.test_fraction)
+    return train_classes, test_classes, True
+
+
+def _checked_train_classes(classes, train_dir, params):
+    """The train classes with only the files that decode, their sizes and single-image
+    classes reported."""
+    classes, sizes = _keep_decodable(classes, train_dir, params.num_parallel_calls)
+    _report_sizes(sizes, train_dir, params)
+    singles = [name for name, paths in classes.items() if len(paths) == 1]
+    if singles:
+        logging.warning("%d class(es) in %s have a single image (%s): they give negatives "
+                        "but no positive pair", len(singles), train_dir, first_names(singles))
+    return classes
+
+
+def _labelled_split(data_dir, split, classes, ids, held_out, seed):
+    """(paths relative to ``data_dir``, int64 labels) of a split's ``classes``; the test
+    split in a seeded random order."""
+    paths = [path for name in sorted(classes) for path in classes[name]]
+    labels = np.array([ids[name] for name in sorted(classes) for _ in classes[name]], np.int64)
+    if split == "test":
+        order = np.random.default_rng([seed, 0, 2]).permutation(len(paths))
+        paths, labels = [paths[i] for i in order], labels[order]
+    if not paths and split == "test" and held_out:
+        raise UserError(f"no test image could be held out of {os.path.join(data_dir, TRAIN_DIR)}"
+                        " (classes of one image stay in train); add a test/ folder of class "
+                        "folders, or more images per class")
+    if not paths:
+        raise UserError(f"the {split} split of {data_dir} holds no image that decodes; "
+                        f"add images to {os.path.join(data_dir, split)}/<class name>/")
+    return [os.path.relpath(path, data_dir) for path in paths], labels
 
 
 def _report_sizes(sizes, folder, params):

@@ -2,7 +2,7 @@
 
 One decoder for everything that reads image files: the folder-dataset pipeline
 (:mod:`model.pipelines`), the check of a folder's files (:mod:`model.image_folder`) and
-``embed.py``. PNG, JPEG, GIF (first frame) and BMP are read by their content, not their
+``embed.py`` (:func:`read_image`). PNG, JPEG, GIF (first frame) and BMP are read by their content, not their
 name; an alpha channel is dropped; grey becomes RGB by repeating it, RGB becomes grey by
 ITU-R 601 luma (``tf.image.rgb_to_grayscale``).
 
@@ -17,9 +17,13 @@ Scaling is area-averaged when the image's longer side shrinks (no aliasing) and
 bilinear otherwise.
 """
 
+import os
+
 import tensorflow as tf
 
-RESIZE_MODES = ("pad", "crop", "stretch")
+from .errors import UserError
+from .params import RESIZE_MODES
+
 # What a file may be called to be taken as an image (the suffixes
 # keras.utils.image_dataset_from_directory takes), compared case-insensitively.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
@@ -82,3 +86,30 @@ def _resize(pixels, size, mode, method):
 def load(path, size, channels, mode):
     """uint8 [size, size, channels] pixels of the image file ``path`` (a string tensor)."""
     return fit(decode(tf.io.read_file(path), channels), size, mode)
+
+
+def read_image(path, image_size, resize=False, channels=1, mode="pad"):
+    """Read a PNG, JPEG, GIF or BMP file as uint8 [image_size, image_size, channels].
+
+    Colour images become grey (ITU-R 601 luma) for a grey network and grey ones RGB for
+    a colour one; an alpha channel is dropped (:func:`decode`). Another size
+    is an error unless ``resize``; then it is resized as ``mode`` (the run's
+    ``params.resize``) says, like the class-folder images the network was trained on.
+    MNIST digits are light on a dark background: invert dark-on-light images first.
+    """
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a folder, not an image; pass image files (PNG, JPEG, GIF "
+                        "or BMP)")
+    try:
+        image = decode(tf.io.read_file(path), channels)
+    except tf.errors.NotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (tf.errors.InvalidArgumentError, ValueError):
+        raise UserError(f"{path}: not a PNG, JPEG, GIF or BMP image") from None
+    height, width = image.shape[:2]
+    if (height, width) != (image_size, image_size):
+        if not resize:
+            raise UserError(f"{path}: image is {width}x{height}, the model expects "
+                            f"{image_size}x{image_size}; resize it or pass --resize")
+        image = fit(image, image_size, mode)
+    return image.numpy()

@@ -21,8 +21,8 @@ import zlib
 
 import numpy as np
 
-from .cli import DEFAULT_DATA_DIR
 from .errors import UserError
+from .shipped_data import MNIST_DIR
 
 SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -167,7 +167,7 @@ def load_split(data_dir, split):
         raise DataError(
             f"{', '.join(name + '[.gz]' for name in missing)} missing in "
             f"{os.path.abspath(data_dir)}; copy the {split} files there (the shipped MNIST "
-            f"is in {DEFAULT_DATA_DIR}) or your own IDX files, or pass the folder that "
+            f"is in {MNIST_DIR}) or your own IDX files, or pass the folder that "
             "holds them as --data_dir")
     images_name, labels_name = SPLITS[split]
     images = read_idx_images(found[images_name])

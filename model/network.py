@@ -17,15 +17,28 @@ import tensorflow as tf
 from tftriplet import triplet_loss
 
 
+def precision_policy(params):
+    """The Keras dtype policy of the hidden layers: mixed_float16 on a GPU, mixed_bfloat16
+    on a CPU when ``params.mixed_precision``, else float32.
+
+    Passed to every layer explicitly: Keras's global policy is never set, so building
+    a network here changes nothing for the caller's own models.
+    """
+    if not params.mixed_precision:
+        return "float32"
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
 def build_model(params, dtype_policy=None):
     """The original CNN: ``num_conv_blocks`` (2) x [3x3 conv, optional batch norm, ReLU,
     2x2 max-pool], then one dense layer. Block i has ``num_channels * 2**i`` filters.
 
     Input: float images [batch, image_size, image_size, image_channels] in [0, 1].
     Output: float32 embeddings [batch, embedding_size], L2-normalised if
-    ``params.l2_normalize``. ``dtype_policy`` (e.g. "float32") overrides Keras's global
-    policy for the hidden layers; the embedding layer always computes in float32.
+    ``params.l2_normalize``. The hidden layers compute in ``dtype_policy`` (default:
+    :func:`precision_policy`); the embedding layer always computes in float32.
     """
+    dtype_policy = dtype_policy or precision_policy(params)
     # A synchronised batch norm keeps the statistics of the global batch under a
     # strategy, so a distributed step normalises exactly like the single-device one.
     synchronized = params.distribution != "none"
@@ -86,7 +99,8 @@ def _image_spec(params):
 
 
 def make_optimizer(params, steps_per_epoch=None):
-    """Adam (default betas); with float16 compute, wrapped in dynamic loss scaling.
+    """Adam (default betas); with float16 compute (:func:`precision_policy`), wrapped in
+    dynamic loss scaling.
 
     With ``learning_rate_schedule`` "cosine" the rate follows a cosine from
     ``learning_rate`` to 0 over ``num_epochs * steps_per_epoch`` steps (the optimizer's own
@@ -99,7 +113,7 @@ def make_optimizer(params, steps_per_epoch=None):
         learning_rate = keras.optimizers.schedules.CosineDecay(
             params.learning_rate, decay_steps=params.num_epochs * steps_per_epoch)
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
-    if keras.mixed_precision.global_policy().compute_dtype == "float16":
+    if precision_policy(params) == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 

@@ -2,7 +2,7 @@
 
 It holds what the TF1 project's ``input_fn.py`` did, over in-memory IDX arrays (see
 :mod:`model.mnist_dataset`) or streamed image files (:mod:`model.image_folder`), plus
-the checks that the data suits the params and the balanced P x K batch sampler.
+the balanced P x K batch sampler. The data is checked first (:mod:`model.datasets`).
 
 Every pipeline is the same: an order of indices cut into batches, then the pixels of
 each batch (gathered a whole batch at a time from an in-memory array; read by NumPy
@@ -36,73 +36,6 @@ import tensorflow as tf
 from . import augment
 from .errors import UserError
 from .image_folder import ImageFiles
-
-
-def check_data(images, labels, params, class_names=None):
-    """Reject data the params cannot train on, before any training starts.
-
-    Args:
-        images: uint8 [N, S, S] or [N, S, S, C], or :class:`~model.image_folder.ImageFiles`.
-        labels: int [N].
-        params: :class:`model.params.Params`.
-        class_names: the name of each label, used in the messages (default: the label).
-
-    Raises:
-        UserError: no images, image size != ``params.image_size``, images and labels
-            of different lengths, or balanced batches that cannot be built (fewer
-            classes present than P, or a class with fewer than K images).
-    """
-    check_shapes(images, labels, params)
-    if not params.balanced_batches:
-        return
-    p, k = params.num_classes_per_batch, params.num_images_per_class
-    classes, counts = np.unique(labels, return_counts=True)
-    if p > len(classes):
-        raise UserError(
-            f"num_classes_per_batch is {p} but the data holds only {len(classes)} "
-            f"classes; set num_classes_per_batch to at most {len(classes)}")
-    small = classes[counts < k]
-    if small.size:
-        fewest = int(counts.min())
-        name = class_names[small[0]] if class_names is not None else small[0]
-        raise UserError(
-            f"num_images_per_class is {k} but {small.size} class(es) have fewer images "
-            f"(class {name} has {int(counts[classes == small[0]][0])}, the smallest "
-            f"{fewest}); set num_images_per_class to at most {fewest} or remove those classes")
-
-
-def check_shapes(images, labels, params, split="train", path=None):
-    """Raise UserError unless there are images of the params' size, one label each.
-
-    Arrays must be [N, S, S] or [N, S, S, C] with S = params.image_size (IDX data is not
-    resized); :class:`~model.image_folder.ImageFiles` are resized when decoded.
-
-    Args:
-        split: "train" or "test", named in the messages (the train split is checked first,
-            so a test split of another size is told to match the train images).
-        path: the images file, named in the messages when given.
-    """
-    size = params.image_size
-    where = f"the {split} images" + (f" ({path})" if path else "")
-    if isinstance(images, ImageFiles):
-        if not len(images):
-            raise UserError(f"{where}: no image files; add images to the class folders")
-    elif images.ndim not in (3, 4) or len(images) == 0:
-        raise UserError(f"{where}: expected a non-empty stack of 2-D images [N, rows, cols], "
-                        f"got shape {images.shape}; check that file")
-    elif images.shape[1:3] != (size, size):
-        rows, cols = images.shape[1:3]
-        if split != "train":
-            fix = f"resize them to {size} x {size}, the size of the train images"
-        elif rows == cols:
-            fix = f'set "image_size": {rows} in params.json'
-        else:
-            fix = "resize them to square images"
-        raise UserError(f"{where} are {rows} x {cols} pixels but params.image_size is "
-                        f"{size}; {fix}")
-    if labels.shape != (len(images),):
-        raise UserError(f"{where}: {len(images)} images but labels of shape {labels.shape}; "
-                        "give one integer label per image")
 
 
 def steps_per_epoch(num_examples, params):
@@ -174,7 +107,7 @@ def balanced_order(labels, num_classes, num_images, rng):
     class's K images together.
 
     Args:
-        labels: int [N] (every class must have >= K images, see :func:`check_data`).
+        labels: int [N] (every class must have >= K images, see :func:`model.datasets.check_data`).
         num_classes: P.
         num_images: K.
         rng: ``numpy.random.Generator``.
@@ -281,7 +214,7 @@ def train_dataset(images, labels, params, epoch):
         ``tf.data.Dataset`` of (float32 [b, S, S, params.image_channels] in [0, 1],
         int64 [b]); ``steps_per_epoch(N, params)`` batches.
 
-    The caller checks the data once with :func:`check_data` (the balanced sampler
+    The caller checks the data once with :func:`model.datasets.check_data` (the balanced sampler
     needs every class to have ``num_images_per_class`` images).
     """
     rng = epoch_rng(params.seed, epoch)

@@ -8,11 +8,9 @@ import os
 from . import files
 from .errors import UserError
 from .params import PARAMS_FILENAME, params_from_dict
+from .run_folder import METRICS_FILES, TEST_BEST_FILE
 
 RESULT_COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "loss")
-UNTRAINED_FILENAME = "metrics_eval_untrained.json"
-# Written by runs with a validation split: the test figures of the checkpoint chosen on it.
-TEST_BEST_FILENAME = "metrics_test_best.json"
 UNTRAINED_COLUMNS = ("precision_at_1", "map_at_r")
 TABLE_COLUMNS = RESULT_COLUMNS + ("train_minutes",) + tuple(
     f"untrained_{name}" for name in UNTRAINED_COLUMNS)
@@ -102,17 +100,17 @@ def collect_results(parent_dir, which="best"):
         values = _read_figures(os.path.join(root, filename))
         if values is None:
             continue
-        validated = TEST_BEST_FILENAME in names  # its eval figures are the validation split's
+        validated = TEST_BEST_FILE in names  # its eval figures are the validation split's
         if which == "best" and validated:
-            values = _read_figures(os.path.join(root, TEST_BEST_FILENAME))
+            values = _read_figures(os.path.join(root, TEST_BEST_FILE))
             if values is None:
                 continue
             values["selected_on"] = "validation"
         else:
             if which == "best":
                 values["selected_on"] = "test"
-            if UNTRAINED_FILENAME in names:
-                untrained = _read_figures(os.path.join(root, UNTRAINED_FILENAME)) or {}
+            if METRICS_FILES["untrained"] in names:
+                untrained = _read_figures(os.path.join(root, METRICS_FILES["untrained"])) or {}
                 values.update({f"untrained_{name}": value for name, value in untrained.items()
                                if name in UNTRAINED_COLUMNS})
         rows.append((os.path.relpath(root, parent_dir), values))

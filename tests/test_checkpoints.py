@@ -8,7 +8,7 @@ import os
 import pytest
 import tensorflow as tf
 
-from model import checkpoints
+from model import checkpoints, run_folder
 from model.errors import UserError
 
 
@@ -17,7 +17,7 @@ def saved_folder(tmp_path, values=(1.0, 2.0, 3.0)):
     folder = str(tmp_path / "checkpoints")
     variable = tf.Variable(0.0)
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(value=variable), folder,
-                                         max_to_keep=None, checkpoint_name=checkpoints.PREFIX)
+                                         max_to_keep=None, checkpoint_name=run_folder.CHECKPOINT_PREFIX)
     for number, value in enumerate(values, 1):
         variable.assign(value)
         manager.save(checkpoint_number=number)
@@ -34,7 +34,7 @@ def test_candidates_are_found_from_the_files_newest_first(tmp_path):
     folder = saved_folder(tmp_path)
     assert [os.path.basename(p) for p in checkpoints.candidates(folder)] == [
         "ckpt-3", "ckpt-2", "ckpt-1"]
-    assert checkpoints.checkpoint_files(str(tmp_path / "missing")) == []
+    assert run_folder.checkpoint_files(str(tmp_path / "missing")) == []
     assert checkpoints.candidates(str(tmp_path / "missing")) == []
 
 

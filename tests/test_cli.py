@@ -1,14 +1,10 @@
-"""Shared entry-script pieces (model/cli.py): error exit, logging, quiet TensorFlow, images."""
+"""Shared entry-script pieces (model/cli.py): error exit, quiet TensorFlow, fix hints."""
 
-import logging
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-import tensorflow as tf
-from absl import logging as absl_logging
 
 from model import cli
 from model.errors import UserError, command
@@ -21,19 +17,6 @@ def test_run_cli_turns_user_error_into_exit_2(capsys):
         raise UserError("bad thing; fix it")
     assert cli.run_cli(main) == 2
     assert capsys.readouterr().err == "error: bad thing; fix it\n"
-
-
-def test_logger_writes_file(tmp_path):
-    log = tmp_path / "train.log"
-    cli.set_logger(str(log))
-    logging.info("epoch 1 done")
-    logging.getLogger("tensorflow").info("Assets written to: export/assets")
-    absl_logging.info("Sharding callback duration: 37 microseconds")
-    logging.getLogger("tensorflow").warning("a TensorFlow warning")
-    cli.set_logger()
-    text = log.read_text()
-    assert "epoch 1 done" in text and "a TensorFlow warning" in text
-    assert "Assets written" not in text and "Sharding" not in text
 
 
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py", "visualize_embeddings.py",
@@ -100,39 +83,18 @@ def test_a_params_error_answers_before_tensorflow_loads(name, tmp_path):
     assert "unknown key 'margni'" in result.stderr and result.stderr.count("\n") == 1
 
 
+def test_commands_import_neither_numpy_nor_tensorflow():
+    """run_cli limits OpenBLAS's threads through the environment, which OpenBLAS reads
+    once, when NumPy loads: the commands must not load it before."""
+    names = ["train", "evaluate", "visualize_embeddings", "embed", "search_hyperparams",
+             "synthesize_results"]
+    code = ("import sys\n" + "".join(f"from model.commands import {name}\n" for name in names)
+            + "print(sorted({'numpy', 'tensorflow'} & set(sys.modules)))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout.strip() == "[]", result.stderr
+
+
 def test_fixes_name_the_command_as_the_user_runs_it():
     assert command("train") == "python train.py"  # in a clone; tftriplet-train installed
     assert command("visualize_embeddings") == "python visualize_embeddings.py"
-
-
-def write_png(path, array):
-    tf.io.write_file(str(path), tf.io.encode_png(array))
-    return str(path)
-
-
-def test_read_image_conversions_and_errors(tmp_path):
-    gray = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28, 1)
-    np.testing.assert_array_equal(cli.read_image(write_png(tmp_path / "g.png", gray), 28), gray)
-    rgba = np.concatenate([np.repeat(gray, 3, axis=2), np.full_like(gray, 7)], axis=2)
-    np.testing.assert_array_equal(cli.read_image(write_png(tmp_path / "c.png", rgba), 28), gray)
-    # For a colour network: grey is repeated, the alpha channel dropped.
-    np.testing.assert_array_equal(cli.read_image(str(tmp_path / "g.png"), 28, channels=3),
-                                  np.repeat(gray, 3, axis=2))
-    np.testing.assert_array_equal(cli.read_image(str(tmp_path / "c.png"), 28, channels=3),
-                                  rgba[..., :3])
-    big = np.full((56, 56, 1), 200, np.uint8)
-    with pytest.raises(UserError, match="56x56, the model expects 28x28"):
-        cli.read_image(write_png(tmp_path / "big.png", big), 28)
-    np.testing.assert_array_equal(
-        cli.read_image(str(tmp_path / "big.png"), 28, resize=True), np.full((28, 28, 1), 200))
-    # A wide image padded (the default) keeps its aspect with black bars above and below.
-    wide = np.full((28, 56, 1), 200, np.uint8)
-    padded = cli.read_image(write_png(tmp_path / "wide.png", wide), 28, resize=True)
-    np.testing.assert_array_equal(padded[7:21], 200)
-    np.testing.assert_array_equal(padded[:7], 0)
-    np.testing.assert_array_equal(padded[21:], 0)
-    (tmp_path / "text.png").write_text("not an image")
-    with pytest.raises(UserError, match="not a PNG"):
-        cli.read_image(str(tmp_path / "text.png"), 28)
-    with pytest.raises(UserError, match="no such file"):
-        cli.read_image(str(tmp_path / "missing.png"), 28)

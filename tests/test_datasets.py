@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import write_image_folders
-from model import datasets, pipelines
+from model import datasets, pipelines, run_folder
 from model.errors import UserError
 from model.image_folder import ImageFiles
 from model.params import Params
@@ -51,9 +51,9 @@ def test_a_recorded_dataset_is_read_from_the_record(folders, tmp_path):
     os.makedirs(model_dir)
     data = datasets.load(FOLDER_PARAMS, folders, model_dir)
     datasets.save_record(data, model_dir)
-    mtime = os.path.getmtime(os.path.join(model_dir, datasets.DATASET_FILE))
+    mtime = os.path.getmtime(os.path.join(model_dir, run_folder.DATASET_FILE))
     datasets.save_record(datasets.load(FOLDER_PARAMS, folders, model_dir), model_dir)
-    assert os.path.getmtime(os.path.join(model_dir, datasets.DATASET_FILE)) == mtime
+    assert os.path.getmtime(os.path.join(model_dir, run_folder.DATASET_FILE)) == mtime
     # Files added to the folders later do not change what the run reads.
     shutil.copy(os.path.join(folders, data.record["train"]["files"][0]),
                 os.path.join(folders, "train", "class_0", "new.png"))
@@ -68,9 +68,13 @@ def test_other_classes_than_the_recorded_ones_are_refused(folders, tmp_path):
     datasets.save_record(datasets.load(FOLDER_PARAMS, folders, model_dir), model_dir)
     other = write_image_folders(tmp_path / "other", num_train=30, num_test=10, num_classes=3,
                                 size=16)
+    other_data = datasets.load(FOLDER_PARAMS, other, model_dir)
+    run_folder.check_resumable(other_data.params, model_dir, other_data.class_names)  # no run
+    os.makedirs(os.path.join(model_dir, "checkpoints"))
+    open(os.path.join(model_dir, "checkpoints", "ckpt-1.index"), "w").close()
     with pytest.raises(UserError, match=r"trained on 4 classes \(class_0, class_1, class_2, "
                                         r"\.\.\.\) but the data now has 3"):
-        datasets.check_same_classes(datasets.load(FOLDER_PARAMS, other, model_dir), model_dir)
+        run_folder.check_resumable(other_data.params, model_dir, other_data.class_names)
 
 
 def test_the_test_split_alone(folders, tmp_path):
@@ -124,7 +128,7 @@ def test_dataset_record_is_json_with_relative_paths(folders, tmp_path):
     model_dir = str(tmp_path / "run")
     os.makedirs(model_dir)
     datasets.save_record(datasets.load(FOLDER_PARAMS, folders, model_dir), model_dir)
-    record = json.load(open(os.path.join(model_dir, datasets.DATASET_FILE)))
+    record = json.load(open(os.path.join(model_dir, run_folder.DATASET_FILE)))
     assert record["data_dir"] == os.path.abspath(folders)
     assert all(not os.path.isabs(path) for path in record["train"]["files"])
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import TINY, tiny_params
 from model import distribute, evaluation, training
-from model.network import build_model, compute_loss, make_train_step
+from model.network import (build_model, compute_loss, make_optimizer, make_train_step,
+                           precision_policy)
 from model.errors import UserError
 from model.params import Params
 
@@ -20,8 +22,6 @@ from model.params import Params
 pytestmark = pytest.mark.e2e
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(batch_size=32, num_channels=4, embedding_size=8, train_size=240, eval_size=100,
-            save_summary_steps=4)
 BATCH = 31  # odd: the replicas get 15 and 16 examples
 
 
@@ -44,7 +44,7 @@ def one_step(params, strategy, initial_weights, images, labels):
     dict(triplet_strategy="batch_hard", l2_normalize=True, use_batch_norm=True),
 ])
 def test_mirrored_step_equals_single_device_step(changes, mirrored_strategy):
-    single = Params().replace(**TINY, **changes)
+    single = tiny_params(**changes)
     mirrored = single.replace(distribution="mirrored")
     rng = np.random.default_rng(0)
     images = tf.constant(rng.random((BATCH, 28, 28, 1), dtype=np.float32))
@@ -72,7 +72,7 @@ def test_mirrored_training_resumes_like_an_uninterrupted_run(tmp_path, tiny_data
     # round-off of a different summation order (one device vs two) into visibly
     # different updates of near-zero gradients, so a single-device run is no reference
     # over many steps (test_mirrored_step_equals_single_device_step covers one step).
-    params = Params().replace(**TINY, num_epochs=2, distribution="mirrored")
+    params = tiny_params(distribution="mirrored")
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
     training.train_and_evaluate(params, straight, tiny_data_dir, mirrored_strategy)
     training.train_and_evaluate(params.replace(num_epochs=1), resumed, tiny_data_dir,
@@ -112,7 +112,7 @@ def test_multi_worker_training_gives_identical_weights(tmp_path, tiny_data_dir):
     outputs = [p.communicate(timeout=420)[0] for p in processes]
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
-    params = Params().replace(**TINY, num_epochs=1)
+    params = tiny_params(num_epochs=1)
     chief = evaluation.restore_model(str(model_dir), params)[0].get_weights()
     scratch = model_dir / ".scratch" / "worker_1" / "checkpoints"
     other = build_model(params)
@@ -131,19 +131,20 @@ def test_multi_worker_without_tf_config_is_a_user_error(monkeypatch):
 
 
 def test_mixed_precision_loss_close_to_float32():
-    params = Params().replace(**TINY)
+    params = tiny_params()
     rng = np.random.default_rng(3)
     images = tf.constant(rng.random((32, 28, 28, 1), dtype=np.float32))
     labels = tf.constant(rng.integers(0, 4, 32), tf.int64)
     keras.utils.set_random_seed(2)
     reference = build_model(params)
-    try:
-        distribute.configure_precision(params.replace(mixed_precision=True))
-        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
-        mixed = build_model(params)
-        assert mixed.get_layer("block_1_conv").compute_dtype == "bfloat16"
-    finally:
-        distribute.configure_precision(params)
+    mixed_params = params.replace(mixed_precision=True)
+    assert precision_policy(mixed_params) == "mixed_bfloat16"  # no GPU here
+    mixed = build_model(mixed_params)
+    assert mixed.get_layer("block_1_conv").compute_dtype == "bfloat16"
+    make_optimizer(mixed_params)
+    distribute.make_strategy(mixed_params)
+    # Set on the layers, never globally: the caller's own Keras models stay float32.
+    assert keras.mixed_precision.global_policy().name == "float32"
     mixed.set_weights(reference.get_weights())
     embeddings_32, embeddings_16 = reference(images), mixed(images)
     assert embeddings_16.dtype == tf.float32

@@ -85,3 +85,21 @@ def test_hinge_under_xla_uses_fixed_widths_and_matches_eager():
             np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
         programs.add(compiled.experimental_get_compiler_ir(labels, embeddings)(stage="hlo"))
     assert len(programs) == 1
+
+
+def test_under_xla_in_every_mode():
+    seen = {}
+
+    def record(mode):
+        seen[mode] = exact_batch_all.under_xla()
+        return tf.constant(0.0)
+
+    record("eager")
+    tf.function(lambda: record("tf.function"))()
+    tf.function(lambda: record("jit_compile"), jit_compile=True)()
+    inner = tf.function(lambda: record("plain function inside jit_compile"))
+    tf.function(lambda: inner(), jit_compile=True)()
+    with tf.Graph().as_default():
+        record("TF1 graph")
+    assert seen == {"eager": False, "tf.function": False, "jit_compile": True,
+                    "plain function inside jit_compile": True, "TF1 graph": False}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import evaluation, export
+from model import evaluation, export, run_folder
 from model.params import load_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +29,7 @@ def test_export_embeds_uint8_and_float_like_the_model(trained_run):
     serving = module.signatures["serving_default"]
     output = list(serving(tf.constant(images[..., None] / np.float32(255))).values())[0]
     np.testing.assert_allclose(output.numpy(), expected, rtol=1e-5, atol=1e-5)
-    verification = json.load(open(os.path.join(model_dir, evaluation.VERIFICATION_FILE)))
+    verification = json.load(open(os.path.join(model_dir, run_folder.VERIFICATION_FILE)))
     assert 0.5 <= verification["held_out_accuracy"] <= 1 and verification["threshold"] > 0
 
 

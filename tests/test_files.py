@@ -69,7 +69,7 @@ def test_write_json_is_sorted_and_read_json_refuses_what_is_not_an_object(tmp_pa
 HOLDER = textwrap.dedent("""
     import sys, time
     from model import files
-    with files.exclusive_lock(sys.argv[1]):
+    with files.exclusive_lock(sys.argv[1], ".lock"):
         print("locked", flush=True)
         time.sleep(60)
 """)
@@ -81,21 +81,24 @@ def test_a_held_lock_refuses_a_second_holder_by_pid_until_its_process_dies(tmp_p
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(UserError, match=rf"in use by another train.py \(pid {holder.pid}\)"):
-            with files.exclusive_lock(str(tmp_path)):
+            with files.exclusive_lock(str(tmp_path), ".lock"):
                 pass
     finally:
         holder.kill()
         holder.wait()
     # A killed holder leaves no stale lock: the operating system released it.
-    with files.exclusive_lock(str(tmp_path)):
-        assert open(tmp_path / files.LOCK_FILE).read() == str(os.getpid())
+    with files.exclusive_lock(str(tmp_path), ".lock"):
+        assert open(tmp_path / ".lock").read() == str(os.getpid())
 
 
-def test_the_lock_is_reentrant_within_a_process(tmp_path):
-    with files.exclusive_lock(str(tmp_path)):
-        with files.exclusive_lock(str(tmp_path)):
-            pass
-        # Still held after the inner block: another process is refused.
+def test_the_lock_is_not_reentrant(tmp_path):
+    with files.exclusive_lock(str(tmp_path), ".lock"):
+        with pytest.raises(UserError, match=rf"in use by another train.py \(pid {os.getpid()}\)"):
+            with files.exclusive_lock(str(tmp_path), ".lock"):
+                pass
+        # Still held after the refused claim: another process is refused too.
         result = subprocess.run([sys.executable, "-c", HOLDER, str(tmp_path)], cwd=REPO,
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 1 and "in use by another train.py" in result.stderr
+    with files.exclusive_lock(str(tmp_path), ".lock"):
+        pass  # released

@@ -8,6 +8,7 @@ import tensorflow as tf
 from PIL import Image
 
 from model import images
+from model.errors import UserError
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (12, 20, 3), dtype=np.uint8)
@@ -98,3 +99,36 @@ def test_load_reads_a_file(tmp_path):
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="pad, crop, stretch"):
         images.fit(tf.constant(RGB), 8, "fill")
+
+
+def write_png(path, array):
+    tf.io.write_file(str(path), tf.io.encode_png(array))
+    return str(path)
+
+
+def test_read_image_conversions_and_errors(tmp_path):
+    gray = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28, 1)
+    np.testing.assert_array_equal(images.read_image(write_png(tmp_path / "g.png", gray), 28), gray)
+    rgba = np.concatenate([np.repeat(gray, 3, axis=2), np.full_like(gray, 7)], axis=2)
+    np.testing.assert_array_equal(images.read_image(write_png(tmp_path / "c.png", rgba), 28), gray)
+    # For a colour network: grey is repeated, the alpha channel dropped.
+    np.testing.assert_array_equal(images.read_image(str(tmp_path / "g.png"), 28, channels=3),
+                                  np.repeat(gray, 3, axis=2))
+    np.testing.assert_array_equal(images.read_image(str(tmp_path / "c.png"), 28, channels=3),
+                                  rgba[..., :3])
+    big = np.full((56, 56, 1), 200, np.uint8)
+    with pytest.raises(UserError, match="56x56, the model expects 28x28"):
+        images.read_image(write_png(tmp_path / "big.png", big), 28)
+    np.testing.assert_array_equal(
+        images.read_image(str(tmp_path / "big.png"), 28, resize=True), np.full((28, 28, 1), 200))
+    # A wide image padded (the default) keeps its aspect with black bars above and below.
+    wide = np.full((28, 56, 1), 200, np.uint8)
+    padded = images.read_image(write_png(tmp_path / "wide.png", wide), 28, resize=True)
+    np.testing.assert_array_equal(padded[7:21], 200)
+    np.testing.assert_array_equal(padded[:7], 0)
+    np.testing.assert_array_equal(padded[21:], 0)
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(UserError, match="not a PNG"):
+        images.read_image(str(tmp_path / "text.png"), 28)
+    with pytest.raises(UserError, match="no such file"):
+        images.read_image(str(tmp_path / "missing.png"), 28)

@@ -137,9 +137,9 @@ def test_packages_map_the_library_the_app_and_the_data():
 
 
 def test_default_data_is_the_shipped_mnist():
-    from model import cli
+    from model import shipped_data
 
-    assert os.path.samefile(cli.DEFAULT_DATA_DIR, os.path.join(REPO, "data", "mnist"))
+    assert os.path.samefile(shipped_data.MNIST_DIR, os.path.join(REPO, "data", "mnist"))
 
 
 # --- The docs ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Params schema, loading and validation (model/params.py)."""
 
 import dataclasses
+import argparse
 import json
 import math
 import os
@@ -176,12 +177,13 @@ def test_optional_float_is_checked_as_a_number():
             params_module._check_value(field, bad, "f")
 
 
-def documented_params_table():
-    """{key: default cell} of the params table in docs/params.md."""
+def documented_params_table(column=0):
+    """{key: default cell (column 0) or meaning cell (column 1)} of the params table in
+    docs/params.md."""
     with open(os.path.join(REPO, "docs", "params.md")) as f:
         text = f.read()
-    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| [^|]+ \|$", text, re.MULTILINE)
-    return {key: default.strip() for key, default in rows}
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| ([^|]+) \|$", text, re.MULTILINE)
+    return {key: cells[column].strip() for key, *cells in rows}
 
 
 def test_docs_document_every_key_with_its_default():
@@ -194,7 +196,21 @@ def test_docs_document_every_key_with_its_default():
         assert table[key] == written, key
 
 
-def test_batch_bound_is_the_librarys():
-    from tftriplet import exact_batch_all
+def test_name_lists_agree_across_the_schema_the_library_the_docs_and_the_cli():
+    """The schema is the app's one list of each key's choices (it loads without
+    TensorFlow); the library's tables, the docs and the commands must say the same."""
+    from tftriplet import distances, exact_batch_all, triplet_loss
+    from model import cli, images
 
+    assert params_module.STRATEGIES == tuple(triplet_loss.STRATEGIES)
+    assert params_module.DISTANCES == tuple(distances.METRICS)
     assert params_module.MAX_BATCH == exact_batch_all.MAX_BATCH
+    assert images.RESIZE_MODES is params_module.RESIZE_MODES
+    meanings = documented_params_table(column=1)
+    for key, field in params_module.FIELDS.items():
+        for choice in field.metadata["choices"] or ():
+            assert f"`{choice}`" in meanings[key], (key, choice)
+    parser = argparse.ArgumentParser()
+    cli.add_trained_run_arguments(parser)
+    checkpoint = next(action for action in parser._actions if action.dest == "checkpoint")
+    assert tuple(checkpoint.choices) == ("latest", "best")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import pipelines
+from model import datasets, pipelines
 from model.errors import UserError
 from model.params import Params
 
@@ -181,11 +181,11 @@ def test_check_data_shapes(shape, label_count, changes, match):
     images = np.zeros(shape, np.uint8)
     labels = np.arange(label_count) % 2
     with pytest.raises(UserError, match=match) as info:
-        pipelines.check_data(images, labels, params(**changes))
+        datasets.check_data(images, labels, params(**changes))
     assert "\n" not in str(info.value)
     # The test split is named, and told to match the train images (checked first).
     with pytest.raises(UserError, match="^the test images") as info:
-        pipelines.check_shapes(images, labels, params(**changes), "test")
+        datasets.check_shapes(images, labels, params(**changes), "test")
     if "image_size is 6" in match:
         assert str(info.value).endswith("resize them to 6 x 6, the size of the train images")
 
@@ -195,14 +195,14 @@ def test_check_data_balanced_impossibilities():
     too_many = params(batch_size=10, num_classes_per_batch=5, num_images_per_class=2)
     with pytest.raises(UserError, match=r"num_classes_per_batch is 5 but the data holds "
                                         r"only 4 classes; set num_classes_per_batch to at most 4"):
-        pipelines.check_data(images, labels, too_many)
+        datasets.check_data(images, labels, too_many)
     too_few = params(batch_size=8, num_classes_per_batch=2, num_images_per_class=4)
     with pytest.raises(UserError, match=r"1 class\(es\) have fewer images \(class 2 has 3, "
                                         r"the smallest 3\); set num_images_per_class to at most 3"):
-        pipelines.check_data(images, labels, too_few)
-    pipelines.check_data(images, labels, too_few.replace(num_images_per_class=3, batch_size=6))
+        datasets.check_data(images, labels, too_few)
+    datasets.check_data(images, labels, too_few.replace(num_images_per_class=3, batch_size=6))
     # Without balanced batches the small class is fine.
-    pipelines.check_data(images, labels, params())
+    datasets.check_data(images, labels, params())
 
 
 def test_steps_per_epoch():
@@ -287,7 +287,7 @@ def test_image_files_need_at_least_one_file():
     from model.image_folder import ImageFiles
 
     with pytest.raises(UserError, match="no image files"):
-        pipelines.check_shapes(ImageFiles([], SIZE, 1, "pad"), np.zeros(0, np.int64), params())
+        datasets.check_shapes(ImageFiles([], SIZE, 1, "pad"), np.zeros(0, np.int64), params())
 
 
 def test_a_file_gone_since_the_scan_is_a_one_line_error_naming_it(tmp_path):

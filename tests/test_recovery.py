@@ -19,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, TINY, run_script, tiny_params
-from model import checkpoints, evaluation, export, files, training
+from model import checkpoints, evaluation, export, files, run_folder, state, training
 from model.errors import UserError
 
 # End to end: scripts in subprocesses and whole trainings (pytest -m "not e2e" skips them).
@@ -222,7 +222,7 @@ def test_unreadable_latest_checkpoints_resume_from_best(finished, tmp_path):
     # E.g. killed while the very first epoch's checkpoint was written: best/ was saved
     # just before, complete.
     model_dir = copy_run(finished, tmp_path)
-    for name in checkpoints.checkpoint_files(str(model_dir / "checkpoints")):
+    for name in run_folder.checkpoint_files(str(model_dir / "checkpoints")):
         if name.endswith(".index"):
             truncate(model_dir / "checkpoints" / name)
     training.train_and_evaluate(tiny_params(), str(model_dir), finished[1])
@@ -234,7 +234,7 @@ def test_unreadable_latest_checkpoints_resume_from_best(finished, tmp_path):
 def test_checkpoint_files_that_all_fail_stop_the_run_without_touching_them(finished, tmp_path):
     model_dir = copy_run(finished, tmp_path)
     for folder in ("checkpoints", "best"):
-        for name in checkpoints.checkpoint_files(str(model_dir / folder)):
+        for name in run_folder.checkpoint_files(str(model_dir / folder)):
             if name.endswith(".index"):
                 truncate(model_dir / folder / name)
     before = {name: (model_dir / "checkpoints" / name).read_bytes()
@@ -266,7 +266,7 @@ def test_a_lost_best_record_keeps_the_best_score_and_is_rewritten(finished, tmp_
     else:
         best_file.write_text("{")
     set_epochs(model_dir, 3)
-    run = training.Run(tiny_params(num_epochs=3), str(model_dir))
+    run = state.Run(tiny_params(num_epochs=3), str(model_dir))
     run.restore_latest()
     assert run.best_score.numpy() == pytest.approx(original["map_at_r"])
     training.train_and_evaluate(tiny_params(num_epochs=3), str(model_dir), finished[1])
@@ -335,7 +335,7 @@ def test_read_only_model_dir(tmp_path, monkeypatch):
     # Root ignores permission bits, so the check is made to see what another user would.
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     with pytest.raises(UserError, match="is read-only; make it writable"):
-        training.check_writable(str(tmp_path))
+        run_folder.check_writable(str(tmp_path))
 
 
 def test_labels_outside_num_labels_name_the_file_and_the_fix(tmp_path, tiny_data_dir):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import evaluation, pipelines, network, training
+from model import evaluation, network, pipelines, run_folder, training
 from model.errors import UserError
 from conftest import TINY, run_script, tiny_params, write_image_folders
 
@@ -289,14 +289,6 @@ def test_a_folder_run_whose_file_disappeared_stops_with_one_line_and_keeps_its_e
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-1")
 
 
-def test_runs_saved_before_new_keys_existed_still_resume():
-    saved = {key: value for key, value in tiny_params().to_dict().items()
-             if key not in ("num_conv_blocks", "image_channels", "resize", "augment_flip")}
-    training._check_same_params({**saved, "num_labels": 10}, tiny_params(num_labels=7), "DIR")
-    with pytest.raises(UserError, match=r"num_conv_blocks: 2 -> 3"):
-        training._check_same_params(saved, tiny_params(num_conv_blocks=3), "DIR")
-
-
 def test_a_folder_run_resumed_on_other_classes_is_refused_untouched(tmp_path):
     first = write_image_folders(tmp_path / "first", num_train=64, num_test=24, num_classes=4)
     other = write_image_folders(tmp_path / "other", num_train=64, num_test=24, num_classes=3)
@@ -348,7 +340,7 @@ def test_a_validation_split_chooses_the_best_and_the_test_set_only_scores_it(tmp
     on_validation, _ = evaluation.evaluate(*steps, params, *data.validation)
     assert last["map_at_r"] == pytest.approx(on_validation["map_at_r"])
     best = json.load(open(os.path.join(model_dir, "metrics_eval_best.json")))
-    tested_path = os.path.join(model_dir, training.TEST_BEST_FILE)
+    tested_path = os.path.join(model_dir, run_folder.TEST_BEST_FILE)
     tested = json.load(open(tested_path))
     assert tested["epoch"] == best["epoch"] and tested["selected_on"] == "validation"
     on_test = evaluation.evaluate_checkpoint(params, model_dir, tiny_data_dir, "best")

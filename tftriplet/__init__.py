@@ -19,9 +19,10 @@ What is here (each module imports only TensorFlow, Keras and NumPy):
   masks, and FaceNet's ``batch_semihard_triplet_loss``.
 * :mod:`tftriplet.exact_batch_all`: the exact batch-all sums in O(B^2) memory.
 * :mod:`tftriplet.distances`: pairwise distance matrices ("L2", "squared-L2", "angular").
-* :mod:`tftriplet.metrics`: retrieval metrics (precision@1, R-precision, MAP@R) and the
-  same / different threshold calibration, computed in NumPy (importing the package
-  imports TensorFlow all the same).
+* :mod:`tftriplet.metrics`: retrieval metrics (precision@1, R-precision, MAP@R), and
+  :mod:`tftriplet.verification`: the same / different threshold calibration, both
+  computed in NumPy (importing the package imports TensorFlow all the same).
+* :mod:`tftriplet.inputs`: the checks of labels and embeddings every loss shares.
 
 The training application that ships with it (``tftriplet-train`` and the other
 commands) is :mod:`tftriplet_app`; the library never imports it.

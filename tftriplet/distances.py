@@ -7,18 +7,7 @@ Every loss in :mod:`tftriplet.triplet_loss` gets its [B, B] distances from
 
 import tensorflow as tf
 
-
-def check_embeddings(embeddings):
-    """float32 [B, D] from a floating [B, D] tensor (half precision is computed in float32)."""
-    embeddings = tf.convert_to_tensor(embeddings)
-    if not embeddings.dtype.is_floating:
-        raise ValueError(
-            f"embeddings must be floating point, got {embeddings.dtype.name}; "
-            "cast them to float32")
-    if embeddings.shape.rank is not None and embeddings.shape.rank != 2:
-        raise ValueError(
-            f"embeddings must have shape [batch_size, embedding_size], got {embeddings.shape}")
-    return tf.cast(embeddings, tf.float32)
+from tftriplet import inputs
 
 
 def _euclidean(embeddings, squared):
@@ -114,7 +103,7 @@ def distance_matrix(embeddings, distance):
     Raises:
         ValueError: an unknown name, or a callable whose result is not [B, B].
     """
-    embeddings = check_embeddings(embeddings)
+    embeddings = inputs.check_embeddings(embeddings)
     if callable(distance):
         function = distance
     elif distance in METRICS:

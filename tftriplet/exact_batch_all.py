@@ -11,8 +11,6 @@ import os
 
 import numpy as np
 import tensorflow as tf
-# Private but stable since TF 1.x; the only way to know that XLA compiles the graph.
-from tensorflow.python.ops import control_flow_util
 
 # A triplet counts as "positive" (and in the batch-all denominator) above this loss.
 POSITIVE_LOSS = 1e-16
@@ -38,8 +36,11 @@ def under_xla():
     batch (measured: 0.4 ms -> 360 ms per call at B = 64), so under XLA they are the
     batch size instead, fixed for a given batch shape.
     """
-    graph = tf.compat.v1.get_default_graph()
-    return bool(control_flow_util.GraphOrParentsInXlaContext(graph))
+    # No public TensorFlow API tells this. jit_compile=True (tf.function, Keras) enters an
+    # XLA control-flow context on the graph being traced or on one enclosing it; reading
+    # it takes tf.__internal__ (exported for TensorFlow's own libraries, Keras among them)
+    # or the private tensorflow.python.ops.control_flow_util.
+    return tf.__internal__.get_enclosing_xla_context() is not None
 
 
 def class_members(labels):
@@ -97,11 +98,7 @@ def hinge_triplet_sum(distances, columns, is_positive, negative, margin):
     margin = tf.cast(margin, tf.float32)
     batch = tf.shape(distances)[0]
     width = tf.shape(columns)[1]
-    # int32 flat indices into [B, B] (row * B + column) and [B, W + 1] tensors.
-    check = tf.debugging.assert_less_equal(
-        batch, MAX_BATCH, message=f"batch-all supports batches of at most {MAX_BATCH}")
-    with tf.control_dependencies([check] if check is not None else []):
-        rows = tf.range(batch)[:, None]
+    rows = _row_indices(batch)
 
     @tf.custom_gradient
     def hinge_sum(distances):
@@ -121,10 +118,8 @@ def hinge_triplet_sum(distances, columns, is_positive, negative, margin):
             tf.ones_like(flat_distances, dtype=tf.int32),
             tf.reshape(below + (width + 1) * rows, [-1]), batch * (width + 1))
         positive_counts = tf.cumsum(tf.reshape(histogram, [-1, width + 1])[:, :-1], axis=1)
-        num_positive = tf.reduce_sum(tf.cast(tf.reduce_sum(negative_counts, axis=1), tf.int64))
-        # float64: the two sums cancel heavily.
-        total = (_dot64(positive_counts, tf.where(positive_counts > 0, thresholds, 0.0))
-                 - _dot64(negative_counts, distances))
+        total, num_positive = _hinge_total(thresholds, positive_counts, distances,
+                                           negative_counts)
 
         def grad(upstream_total, upstream_count=None):
             # k back at the columns of the positives (the padding's k is 0).
@@ -137,6 +132,24 @@ def hinge_triplet_sum(distances, columns, is_positive, negative, margin):
         return (total, num_positive), grad
 
     return hinge_sum(distances)
+
+
+def _row_indices(batch):
+    """[B, 1] int32 anchor indices, once B is checked to keep int32 flat indices into
+    [B, B] (row * B + column) and [B, W + 1] tensors from overflowing."""
+    check = tf.debugging.assert_less_equal(
+        batch, MAX_BATCH, message=f"batch-all supports batches of at most {MAX_BATCH}")
+    with tf.control_dependencies([check] if check is not None else []):
+        return tf.range(batch)[:, None]
+
+
+def _hinge_total(thresholds, positive_counts, distances, negative_counts):
+    """sum_p k t - sum_n c d(a, n) (float64) and sum_n c (int64) of hinge_triplet_sum."""
+    num_positive = tf.reduce_sum(tf.cast(tf.reduce_sum(negative_counts, axis=1), tf.int64))
+    # float64: the two sums cancel heavily.
+    total = (_dot64(positive_counts, tf.where(positive_counts > 0, thresholds, 0.0))
+             - _dot64(negative_counts, distances))
+    return total, num_positive
 
 
 def searchsorted_rows(sorted_rows, values):

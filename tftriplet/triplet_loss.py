@@ -2,8 +2,12 @@
 
 The losses of Moindrot's "Triplet Loss and Online Triplet Mining in TensorFlow" (batch
 all, batch hard), of FaceNet (Schroff et al. 2015: semi-hard) and the soft margin of
-Hermans et al. (2017); docs/losses.md states every convention. Each
-loss is distances (:mod:`tftriplet.distances`), masks, mining and a reduction:
+Hermans et al. (2017); docs/losses.md states every convention. Each loss is distances,
+masks, mining and a reduction, and the module reads in that order, as the blog does; the
+losses come last, the blog's textbook batch-all next to the exact one that replaces it.
+It is one module, near 400 lines (nearly half of them docstrings), so that it reads top to
+bottom as the blog's one file; the exact batch-all sums are :mod:`tftriplet.exact_batch_all`
+and the checks of the inputs :mod:`tftriplet.inputs`:
 
 * ``labels``: [B] or [B, 1] integer class ids. Floats holding integer values
   (Keras casts ``y_true`` to float32) are accepted; one-hot [B, C], non-integer
@@ -27,8 +31,10 @@ import numpy as np
 import tensorflow as tf
 
 from tftriplet import distances as distances_lib
-from tftriplet import exact_batch_all
+from tftriplet import exact_batch_all, inputs
 from tftriplet.exact_batch_all import POSITIVE_LOSS
+
+# --- Distances ---------------------------------------------------------------------------
 
 
 def pairwise_distances(embeddings, squared=False):
@@ -47,6 +53,29 @@ def pairwise_distances(embeddings, squared=False):
     return distances_lib.distance_matrix(embeddings, _metric(squared, None))
 
 
+def _metric(squared, distance):
+    if distance is not None:
+        return distance
+    return "squared-L2" if squared else "L2"
+
+
+def _labels_and_distances(labels, embeddings, squared, distance):
+    """Checked [B] int64 labels and [B, B] float32 distances of matching batch size.
+
+    Returns:
+        (labels, distances, finite): ``finite`` is a bool scalar, False when a distance is
+        NaN or infinite (NaN or Inf in the embeddings): the losses are then NaN, never a
+        finite number that would hide a diverged network.
+    """
+    labels = inputs.check_labels(labels)
+    distances = inputs.check_batch_sizes(
+        labels, distances_lib.distance_matrix(embeddings, _metric(squared, distance)))
+    return labels, distances, tf.reduce_all(tf.math.is_finite(distances))
+
+
+# --- Masks -------------------------------------------------------------------------------
+
+
 def anchor_positive_mask(labels):
     """Pairs (a, p) with a != p and the same label.
 
@@ -54,9 +83,11 @@ def anchor_positive_mask(labels):
         labels: [B] or [B, 1] integer class ids.
 
     Returns:
-        [B, B] bool.
+        [B, B] bool, True at [a, p] when a != p and label[a] == label[p].
     """
-    return _anchor_positive_mask(_check_labels(labels))
+    labels = inputs.check_labels(labels)
+    same = tf.equal(labels[:, None], labels[None, :])
+    return tf.linalg.set_diag(same, tf.zeros_like(labels, dtype=tf.bool))
 
 
 def anchor_negative_mask(labels):
@@ -66,13 +97,14 @@ def anchor_negative_mask(labels):
         labels: [B] or [B, 1] integer class ids.
 
     Returns:
-        [B, B] bool.
+        [B, B] bool, True at [a, n] when label[a] != label[n] (so a != n).
     """
-    return _anchor_negative_mask(_check_labels(labels))
+    labels = inputs.check_labels(labels)
+    return tf.not_equal(labels[:, None], labels[None, :])
 
 
 def triplet_mask(labels):
-    """Valid triplets (a, p, n); B x B x B, so for tests and the naive reference only.
+    """Valid triplets (a, p, n); B x B x B, so for tests and the textbook batch-all only.
 
     Args:
         labels: [B] or [B, 1] integer class ids.
@@ -80,7 +112,120 @@ def triplet_mask(labels):
     Returns:
         [B, B, B] bool, True at [a, p, n] when the triplet is valid.
     """
-    return _triplet_mask(_check_labels(labels))
+    labels = inputs.check_labels(labels)
+    # label[a] == label[p] != label[n] already implies n != a and n != p.
+    return anchor_positive_mask(labels)[:, :, None] & anchor_negative_mask(labels)[:, None, :]
+
+
+# --- Mining ------------------------------------------------------------------------------
+
+
+class _Hardest:
+    """Batch-hard mining of one batch: per anchor, the hardest distances and which exist."""
+
+    def __init__(self, labels, distances):
+        positive, negative = anchor_positive_mask(labels), anchor_negative_mask(labels)
+        self.has_positive = tf.reduce_any(positive, axis=1)
+        self.has_negative = tf.reduce_any(negative, axis=1)
+        # Infinite fill values keep masked entries out of the max/min; the tf.where
+        # afterwards replaces the infinities of empty rows, and their gradient there
+        # is exactly zero.
+        hardest_positive = tf.reduce_max(tf.where(positive, distances, -np.inf), axis=1)
+        self.positive_dist = tf.where(self.has_positive, hardest_positive,
+                                      tf.reduce_min(distances, axis=1))
+        hardest_negative = tf.reduce_min(tf.where(negative, distances, np.inf), axis=1)
+        self.negative_dist = tf.where(self.has_negative, hardest_negative,
+                                      tf.reduce_max(distances, axis=1))
+
+
+def _semihard_negatives(distances, negative):
+    """For every pair (a, p), d(a, n) of its semi-hard negative n.
+
+    Args:
+        distances: [B, B] float32.
+        negative: [B, B] bool anchor-negative mask.
+
+    Returns:
+        negative_distances: [B, B] float32, at [a, p] the smallest d(a, n) > d(a, p), else
+            the largest d(a, n); meaningless where a has no negative.
+        num_negatives: [B, 1] int32, the number of negatives of each anchor.
+    """
+    sorted_keys, sorted_distances = _sorted_negatives(distances, negative)
+    num_negatives = _row_count(negative, tf.int32)[:, None]
+    # Number of negatives with d(a, n) <= d(a, p): the semi-hard one comes next.
+    not_farther = exact_batch_all.searchsorted_rows(sorted_keys, distances)
+    index = tf.where(not_farther < num_negatives, not_farther, num_negatives - 1)
+    return tf.gather(sorted_distances, tf.maximum(index, 0), batch_dims=1), num_negatives
+
+
+def _sorted_negatives(distances, negative):
+    """Each anchor's negative distances in increasing order, at the front of its row.
+
+    Returns:
+        keys: [B, B], the sorted negative distances followed by +inf (no gradient;
+            for searching).
+        values: [B, B], the same distances with gradient, then non-negatives'
+            distances, which callers never read.
+    """
+    keys = tf.where(negative, distances, np.inf)
+    order = tf.argsort(keys, axis=1)
+    return tf.gather(keys, order, batch_dims=1), tf.gather(distances, order, batch_dims=1)
+
+
+# --- Triplet losses and reductions -------------------------------------------------------
+
+
+def _triplet_losses(differences, margin, soft_margin):
+    """Losses from d(a, p) - d(a, n): the hinge with ``margin``, or softplus."""
+    if soft_margin:
+        return tf.nn.softplus(differences)
+    return tf.nn.relu(differences + tf.cast(margin, tf.float32))
+
+
+def masked_mean(values, mask):
+    """Mean of ``values`` where ``mask`` holds; 0 (with zero gradient) when it holds nowhere."""
+    count = tf.reduce_sum(tf.cast(mask, tf.float32))
+    return tf.reduce_sum(tf.where(mask, values, 0.0)) / tf.maximum(count, 1.0)
+
+
+def _positive_average(total, num_positive, num_valid):
+    """(total / num_positive, num_positive / num_valid) with 0 for empty counts; float32."""
+    loss = tf.cast(total, tf.float64) / tf.cast(tf.maximum(num_positive, 1), tf.float64)
+    loss = tf.where(num_positive > 0, loss, 0.0)
+    fraction = tf.cast(num_positive, tf.float64) / tf.cast(tf.maximum(num_valid, 1), tf.float64)
+    return tf.cast(loss, tf.float32), tf.cast(fraction, tf.float32)
+
+
+def _row_count(mask, dtype=tf.int64):
+    return tf.reduce_sum(tf.cast(mask, dtype), axis=1)
+
+
+def _nan_unless(finite, *values):
+    nan = tf.constant(np.nan, tf.float32)
+    results = tuple(tf.where(finite, value, nan) for value in values)
+    return results if len(results) > 1 else results[0]
+
+
+# --- The losses --------------------------------------------------------------------------
+
+
+def batch_all_triplet_loss_naive(labels, embeddings, margin, squared=False, soft_margin=False,
+                                 distance=None):
+    """The textbook batch-all loss, as the blog writes it: every B x B x B triplet.
+
+    Same arguments and results as :func:`batch_all_triplet_loss`, which computes the
+    same sums exactly without the B x B x B tensors; O(B^3) memory, kept as the
+    reference for tests and benchmarks.
+    """
+    labels, distances, finite = _labels_and_distances(labels, embeddings, squared, distance)
+    differences = distances[:, :, None] - distances[:, None, :]
+    losses = _triplet_losses(differences, margin, soft_margin)
+    valid = triplet_mask(labels)
+    losses = tf.where(valid, losses, 0.0)
+    num_positive = tf.reduce_sum(tf.cast(losses > POSITIVE_LOSS, tf.int64))
+    num_valid = tf.reduce_sum(tf.cast(valid, tf.int64))
+    return _nan_unless(finite, *_positive_average(tf.reduce_sum(losses), num_positive,
+                                                  num_valid))
 
 
 def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margin=False,
@@ -91,10 +236,10 @@ def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margi
     the number of those triplets whose loss is > 1e-16 (averaging over the easy zeros
     too would shrink the loss to nothing as training progresses).
 
-    Exact, without the B x B x B tensor of :func:`batch_all_triplet_loss_naive`: see
-    :mod:`tftriplet.exact_batch_all` (hinge: O(B^2 log B) time, O(B^2) memory; soft
-    margin: O(B^3) time, exactly B x the largest #positives x the largest #negatives
-    of an anchor, O(B^2) memory).
+    The fast exact version of the textbook :func:`batch_all_triplet_loss_naive`, without
+    its B x B x B tensors: see :mod:`tftriplet.exact_batch_all` (hinge: O(B^2 log B)
+    time, O(B^2) memory; soft margin: O(B^3) time, exactly B x the largest #positives x
+    the largest #negatives of an anchor, O(B^2) memory).
 
     Args:
         labels: [B] or [B, 1] integer class ids.
@@ -111,10 +256,10 @@ def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margi
         With ``soft_margin`` nearly every valid triplet counts (softplus is
         > 1e-16 unless d(a, n) - d(a, p) > 36.8), so the fraction stays near 1.
     """
-    labels, distances, finite = _prepare(labels, embeddings, squared, distance)
-    negative = _anchor_negative_mask(labels)
+    labels, distances, finite = _labels_and_distances(labels, embeddings, squared, distance)
+    negative = anchor_negative_mask(labels)
     if soft_margin:
-        positive = _anchor_positive_mask(labels)
+        positive = anchor_positive_mask(labels)
         total, num_positive = exact_batch_all.soft_margin_triplet_sum(distances, positive,
                                                                       negative)
         num_valid = tf.reduce_sum(_row_count(positive) * _row_count(negative))
@@ -125,24 +270,6 @@ def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margi
         class_sizes = tf.cast(class_sizes, tf.int64)
         num_valid = tf.reduce_sum((class_sizes - 1) * (tf.size(labels, tf.int64) - class_sizes))
     return _nan_unless(finite, *_positive_average(total, num_positive, num_valid))
-
-
-def batch_all_triplet_loss_naive(labels, embeddings, margin, squared=False, soft_margin=False,
-                                 distance=None):
-    """The textbook batch-all loss that builds every B x B x B triplet.
-
-    Same arguments and results as :func:`batch_all_triplet_loss`; O(B^3)
-    memory, kept as the reference for tests and benchmarks.
-    """
-    labels, distances, finite = _prepare(labels, embeddings, squared, distance)
-    differences = distances[:, :, None] - distances[:, None, :]
-    losses = _triplet_losses(differences, margin, soft_margin)
-    valid = _triplet_mask(labels)
-    losses = tf.where(valid, losses, 0.0)
-    num_positive = tf.reduce_sum(tf.cast(losses > POSITIVE_LOSS, tf.int64))
-    num_valid = tf.reduce_sum(tf.cast(valid, tf.int64))
-    return _nan_unless(finite, *_positive_average(tf.reduce_sum(losses), num_positive,
-                                                  num_valid))
 
 
 def batch_hard_triplet_loss(labels, embeddings, margin, squared=False, soft_margin=False,
@@ -181,6 +308,17 @@ def batch_hard_triplet_loss(labels, embeddings, margin, squared=False, soft_marg
     return loss, hardest.positive_dist, hardest.negative_dist
 
 
+def _batch_hard(labels, embeddings, margin, squared, soft_margin, distance, all_anchors=False):
+    labels, distances, finite = _labels_and_distances(labels, embeddings, squared, distance)
+    hardest = _Hardest(labels, distances)
+    losses = _triplet_losses(hardest.positive_dist - hardest.negative_dist, margin, soft_margin)
+    anchors = (tf.ones_like(hardest.has_positive) if all_anchors
+               else hardest.has_positive & hardest.has_negative)
+    hardest.positive_dist, hardest.negative_dist = _nan_unless(
+        finite, hardest.positive_dist, hardest.negative_dist)
+    return _nan_unless(finite, masked_mean(losses, anchors)), hardest
+
+
 def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False, distance=None,
                                 all_anchors=False):
     """FaceNet semi-hard mining (tf.contrib ``triplet_semihard_loss`` semantics).
@@ -206,14 +344,9 @@ def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False, dista
         ``all_anchors``); 0 when there is none; NaN when a distance is NaN or
         infinite.
     """
-    labels, distances, finite = _prepare(labels, embeddings, squared, distance)
-    positive, negative = _anchor_positive_mask(labels), _anchor_negative_mask(labels)
-    sorted_keys, sorted_distances = _sorted_negatives(distances, negative)
-    num_negatives = _row_count(negative, tf.int32)[:, None]
-    # Number of negatives with d(a, n) <= d(a, p): the semi-hard one comes next.
-    not_farther = exact_batch_all.searchsorted_rows(sorted_keys, distances)
-    index = tf.where(not_farther < num_negatives, not_farther, num_negatives - 1)
-    negative_distances = tf.gather(sorted_distances, tf.maximum(index, 0), batch_dims=1)
+    labels, distances, finite = _labels_and_distances(labels, embeddings, squared, distance)
+    positive, negative = anchor_positive_mask(labels), anchor_negative_mask(labels)
+    negative_distances, num_negatives = _semihard_negatives(distances, negative)
     if all_anchors:
         negative_distances = tf.where(num_negatives > 0, negative_distances,
                                       tf.reduce_min(distances, axis=1, keepdims=True))
@@ -223,15 +356,10 @@ def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False, dista
     return _nan_unless(finite, masked_mean(losses, positive))
 
 
-def masked_mean(values, mask):
-    """Mean of ``values`` where ``mask`` holds; 0 (with zero gradient) when it holds nowhere."""
-    count = tf.reduce_sum(tf.cast(mask, tf.float32))
-    return tf.reduce_sum(tf.where(mask, values, 0.0)) / tf.maximum(count, 1.0)
-
-
-# --- The strategies of params.json: loss and TensorBoard summaries ---------------------
+# --- The strategies of params.json: loss and TensorBoard summaries -----------------------
 # Each takes (labels, embeddings, margin, squared, soft_margin, distance) and returns
 # (loss, dict of float32 scalar summaries named as in docs/runs.md).
+
 
 def _batch_all_with_summaries(labels, embeddings, margin, squared=False, soft_margin=False,
                               distance=None):
@@ -263,161 +391,3 @@ STRATEGIES = {
     "batch_hard": _batch_hard_with_summaries,
     "batch_semihard": _batch_semihard_with_summaries,
 }
-
-
-# --- Building blocks --------------------------------------------------------------------
-
-def _metric(squared, distance):
-    if distance is not None:
-        return distance
-    return "squared-L2" if squared else "L2"
-
-
-def _prepare(labels, embeddings, squared, distance):
-    """Checked [B] int64 labels and [B, B] float32 distances of matching batch size.
-
-    Returns:
-        (labels, distances, finite): ``finite`` is a bool scalar, False when a distance is
-        NaN or infinite (NaN or Inf in the embeddings): the losses are then NaN, never a
-        finite number that would hide a diverged network.
-    """
-    labels = _check_labels(labels)
-    distances = distances_lib.distance_matrix(embeddings, _metric(squared, distance))
-    batch_labels, batch_embeddings = labels.shape[0], distances.shape[0]
-    if batch_labels is not None and batch_embeddings is not None:
-        if batch_labels != batch_embeddings:
-            raise ValueError(
-                f"labels hold {batch_labels} entries but embeddings {batch_embeddings} rows; "
-                "pass one label per embedding")
-    else:
-        # The distances wait for the check: in TF1 graph mode an unused assertion never runs.
-        check = tf.debugging.assert_equal(
-            tf.shape(labels)[0], tf.shape(distances)[0],
-            message="labels and embeddings must have the same batch size")
-        with tf.control_dependencies([check] if check is not None else []):
-            distances = tf.identity(distances)
-    return labels, distances, tf.reduce_all(tf.math.is_finite(distances))
-
-
-def _nan_unless(finite, *values):
-    nan = tf.constant(np.nan, tf.float32)
-    results = tuple(tf.where(finite, value, nan) for value in values)
-    return results if len(results) > 1 else results[0]
-
-
-class _Hardest:
-    """Batch-hard mining of one batch: per anchor, the hardest distances and which exist."""
-
-    def __init__(self, labels, distances):
-        positive, negative = _anchor_positive_mask(labels), _anchor_negative_mask(labels)
-        self.has_positive = tf.reduce_any(positive, axis=1)
-        self.has_negative = tf.reduce_any(negative, axis=1)
-        # Infinite fill values keep masked entries out of the max/min; the tf.where
-        # afterwards replaces the infinities of empty rows, and their gradient there
-        # is exactly zero.
-        hardest_positive = tf.reduce_max(tf.where(positive, distances, -np.inf), axis=1)
-        self.positive_dist = tf.where(self.has_positive, hardest_positive,
-                                      tf.reduce_min(distances, axis=1))
-        hardest_negative = tf.reduce_min(tf.where(negative, distances, np.inf), axis=1)
-        self.negative_dist = tf.where(self.has_negative, hardest_negative,
-                                      tf.reduce_max(distances, axis=1))
-
-
-def _batch_hard(labels, embeddings, margin, squared, soft_margin, distance, all_anchors=False):
-    labels, distances, finite = _prepare(labels, embeddings, squared, distance)
-    hardest = _Hardest(labels, distances)
-    losses = _triplet_losses(hardest.positive_dist - hardest.negative_dist, margin, soft_margin)
-    anchors = (tf.ones_like(hardest.has_positive) if all_anchors
-               else hardest.has_positive & hardest.has_negative)
-    hardest.positive_dist, hardest.negative_dist = _nan_unless(
-        finite, hardest.positive_dist, hardest.negative_dist)
-    return _nan_unless(finite, masked_mean(losses, anchors)), hardest
-
-
-def _check_labels(labels):
-    """[B] int64 labels from [B] or [B, 1] integer (or integer-valued float) labels."""
-    labels = tf.convert_to_tensor(labels)
-    dtype = labels.dtype
-    if dtype.is_bool or not (dtype.is_integer or dtype.is_floating):
-        raise ValueError(
-            f"labels must be integer class ids of shape [batch_size], got dtype {dtype.name}")
-    shape = labels.shape
-    expected = (f"labels must have shape [batch_size] or [batch_size, 1] (integer class ids), "
-                f"got shape {shape}; for one-hot labels pass tf.argmax(labels, axis=-1)")
-    column_or_unknown = shape.rank == 2 and shape[1] in (1, None)
-    if shape.rank is not None and shape.rank != 1 and not column_or_unknown:
-        raise ValueError(expected)
-    if shape.rank != 1:
-        if shape.rank is None or shape[1] is None:
-            # Only known when the graph runs: every dimension after the first must be 1.
-            # The reshape waits for the checks, or a one-hot batch could fail later with
-            # an obscure shape error instead of this message.
-            checks = [tf.debugging.assert_rank_in(labels, [1, 2], message=expected),
-                      tf.debugging.assert_equal(tf.size(labels), tf.shape(labels)[0],
-                                                message=expected)]
-            with tf.control_dependencies([c for c in checks if c is not None]):
-                labels = tf.identity(labels)
-        labels = tf.reshape(labels, [-1])
-    if dtype.is_floating:
-        labels = _check_integer_values(labels)
-    return tf.cast(labels, tf.int64)
-
-
-def _check_integer_values(labels):
-    message = "labels are floats with a fractional part; pass integer class ids"
-    value = tf.get_static_value(labels)
-    if value is None:
-        # The labels wait for the check (see _check_labels).
-        check = tf.debugging.assert_equal(labels, tf.round(labels), message=message)
-        with tf.control_dependencies([check] if check is not None else []):
-            return tf.identity(labels)
-    if not np.all(np.isfinite(value) & (value == np.round(value))):
-        raise ValueError(f"{message} (got {value.ravel()[:5].tolist()}...)")
-    return labels
-
-
-def _triplet_losses(differences, margin, soft_margin):
-    """Losses from d(a, p) - d(a, n): the hinge with ``margin``, or softplus."""
-    if soft_margin:
-        return tf.nn.softplus(differences)
-    return tf.nn.relu(differences + tf.cast(margin, tf.float32))
-
-
-def _anchor_positive_mask(labels):
-    same = tf.equal(labels[:, None], labels[None, :])
-    return tf.linalg.set_diag(same, tf.zeros_like(labels, dtype=tf.bool))
-
-
-def _anchor_negative_mask(labels):
-    return tf.not_equal(labels[:, None], labels[None, :])
-
-
-def _triplet_mask(labels):
-    # label[a] == label[p] != label[n] already implies n != a and n != p.
-    return _anchor_positive_mask(labels)[:, :, None] & _anchor_negative_mask(labels)[:, None, :]
-
-
-def _row_count(mask, dtype=tf.int64):
-    return tf.reduce_sum(tf.cast(mask, dtype), axis=1)
-
-
-def _positive_average(total, num_positive, num_valid):
-    """(total / num_positive, num_positive / num_valid) with 0 for empty counts; float32."""
-    loss = tf.cast(total, tf.float64) / tf.cast(tf.maximum(num_positive, 1), tf.float64)
-    loss = tf.where(num_positive > 0, loss, 0.0)
-    fraction = tf.cast(num_positive, tf.float64) / tf.cast(tf.maximum(num_valid, 1), tf.float64)
-    return tf.cast(loss, tf.float32), tf.cast(fraction, tf.float32)
-
-
-def _sorted_negatives(distances, negative):
-    """Each anchor's negative distances in increasing order, at the front of its row.
-
-    Returns:
-        keys: [B, B], the sorted negative distances followed by +inf (no gradient;
-            for searching).
-        values: [B, B], the same distances with gradient, then non-negatives'
-            distances, which callers never read.
-    """
-    keys = tf.where(negative, distances, np.inf)
-    order = tf.argsort(keys, axis=1)
-    return tf.gather(keys, order, batch_dims=1), tf.gather(distances, order, batch_dims=1)

@@ -33,8 +33,9 @@ def main(argv=None):
     import numpy as np
 
     from .. import evaluation, export
+    from ..images import read_image
 
-    images = np.stack([cli.read_image(path, params.image_size, args.resize,
+    images = np.stack([read_image(path, params.image_size, args.resize,
                                       params.image_channels, params.resize)
                        for path in args.images])
     module = export.load_exported(args.model_dir)

@@ -8,7 +8,6 @@ again resumes from the latest checkpoint; a finished run exits without training.
 """
 
 import argparse
-import os
 import sys
 
 from .. import cli
@@ -29,20 +28,13 @@ def main(argv=None):
     # Checked before TensorFlow loads (seconds): a broken params.json answers at once.
     params = load_params(args.model_dir)
     cli.import_tensorflow()
-    from .. import files, training
-    from ..distribute import is_chief, make_strategy
+    from .. import training
+    from ..distribute import make_strategy
 
     # The strategy comes first: a multi-worker strategy must exist before any other TF op.
     strategy = make_strategy(params)
-    if not is_chief(strategy):
-        cli.set_logger()
-        training.train_and_evaluate(params, args.model_dir, args.data_dir, strategy)
-        return 0
-    training.check_writable(args.model_dir)
-    # Locked before the log is opened: a refused second process writes nothing there.
-    with files.exclusive_lock(args.model_dir):
-        cli.set_logger(os.path.join(args.model_dir, "train.log"))
-        training.train_and_evaluate(params, args.model_dir, args.data_dir, strategy)
+    cli.set_logger()
+    training.train_and_evaluate(params, args.model_dir, args.data_dir, strategy)
     return 0
 
 

@@ -40,19 +40,19 @@ def main(argv=None):
     params = cli.start_reader(args.model_dir)
     import numpy as np
 
-    from .. import evaluation, pipelines, visualize
+    from .. import datasets, evaluation, projector, visualize
 
     visualize.check_picture_libraries()
     model, _ = evaluation.restore_model(args.model_dir, params, args.checkpoint)
     images, labels, class_names = evaluation.load_test_split(params, args.model_dir,
                                                              args.data_dir)
-    pipelines.check_shapes(images, labels, params, "test", args.data_dir)
+    datasets.check_shapes(images, labels, params, "test", args.data_dir)
     embeddings = evaluation.embed_images(model, images, params)
 
-    names = visualize.one_line_names(class_names)
-    paths = visualize.write_projector(args.model_dir, embeddings,
+    names = projector.one_line_names(class_names)
+    paths = projector.write_projector(args.model_dir, embeddings,
                                       np.array(names, dtype=object)[labels],
-                                      visualize.sprite_thumbnails(images, params))
+                                      projector.sprite_thumbnails(images, params))
     logging.info("Wrote %d embeddings of size %d for the projector: %s", *embeddings.shape,
                  ", ".join(paths.values()))
     picture = visualize.plot_embeddings(os.path.join(args.model_dir, PICTURE_FILENAME),

@@ -1,0 +1,65 @@
+"""The same / different threshold (tftriplet/verification.py) against a brute force."""
+
+import numpy as np
+import pytest
+
+from tftriplet import verification
+
+
+def brute_force_threshold(distances, same):
+    """Best accuracy of "same iff d <= t" over every candidate t (each distance and below all)."""
+    candidates = np.concatenate([[distances.min() - 1], distances])
+    return max(np.mean((distances <= t) == same) for t in candidates)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_best_threshold_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    same = rng.random(60) < 0.5
+    distances = np.where(same, rng.normal(1.0, 0.5, 60), rng.normal(2.0, 0.5, 60))
+    threshold, accuracy = verification.best_threshold(distances, same)
+    assert accuracy == pytest.approx(brute_force_threshold(distances, same))
+    assert np.mean((distances <= threshold) == same) == pytest.approx(accuracy)
+
+
+def test_best_threshold_separable_and_hand_checked():
+    threshold, accuracy = verification.best_threshold(np.array([0.1, 0.2, 0.9, 1.0]),
+                                                np.array([True, True, False, False]))
+    assert (threshold, accuracy) == (pytest.approx(0.55), 1.0)
+    threshold, accuracy = verification.best_threshold(np.array([0.1, 0.2]), np.array([False, False]))
+    assert accuracy == 1.0 and threshold < 0.1
+
+
+def test_pair_distances_are_labelled_right():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 5)
+    embeddings = rng.normal(size=(20, 3)).astype(np.float32)
+    distances, same = verification.pair_distances(embeddings, labels, 50, rng)
+    assert same.sum() == 50 and (~same).sum() == 50
+    with pytest.raises(verification.CalibrationError, match="two classes"):
+        verification.pair_distances(embeddings, np.zeros(20), 5, rng)
+
+
+def test_calibrate_verification_on_separated_classes():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(5), 40)
+    embeddings = labels[:, None] * 10.0 + rng.normal(size=(200, 3))
+    record = verification.calibrate_verification(embeddings, labels, num_pairs=500, seed=2)
+    assert record["held_out_accuracy"] == 1.0 and record["calibration_accuracy"] == 1.0
+    assert record["pairs_per_half"] == 1000
+    assert record == verification.calibrate_verification(embeddings, labels, num_pairs=500, seed=2)
+
+
+def test_check_calibration_refuses_labels_that_cannot_give_pairs():
+    verification.check_calibration(np.repeat(np.arange(4), 6))
+    for labels in (np.zeros(20), np.arange(20)):
+        with pytest.raises(verification.CalibrationError, match="two classes"):
+            verification.check_calibration(labels)
+
+
+def test_the_names_published_in_metrics_by_1_0_0_still_import_from_there():
+    from tftriplet import metrics, verification
+
+    assert metrics.calibrate_verification is verification.calibrate_verification
+    assert metrics.check_calibration is verification.check_calibration
+    assert metrics.CalibrationError is verification.CalibrationError
