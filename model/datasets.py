@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from tftriplet import verification
-from . import files, image_folder, mnist_dataset, pipelines, run_folder
+from . import class_splits, files, image_folder, mnist_dataset, pipelines, run_folder
 from .errors import UserError
 from .image_folder import ImageFiles
 
@@ -36,7 +36,7 @@ class Data:
     record: dict
     train: Optional[tuple] = None
     test: Optional[tuple] = None
-    # Held out of train when params.validation_size > 0 (see for_training).
+    # Held out of train: params.validation_size images or validation_classes (for_training).
     validation: Optional[tuple] = None
 
     @property
@@ -51,18 +51,22 @@ def load(params, data_dir, model_dir=None, splits=("train", "test")):
     folder is read from that record (not scanned again).
 
     Returns:
-        :class:`Data`; ``params.num_labels`` is filled in from the data when null.
+        :class:`Data` with only the classes of ``params.train_classes`` /
+        ``test_classes`` (:func:`model.class_splits.select`); ``params.num_labels`` is
+        filled in from the data when null.
 
     Raises:
-        UserError: missing, unreadable or inconsistent data, or a ``num_labels`` that
-            disagrees with the data.
+        UserError: missing, unreadable or inconsistent data, a ``num_labels`` that
+            disagrees with the data, or class lists the data does not match.
     """
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise UserError(f"--data_dir {data_dir} is a file, not a folder; pass the folder that "
                         "holds the IDX files or the train/ and test/ class folders")
     if image_folder.is_folder_dataset(data_dir):
-        return _load_folders(params, data_dir, model_dir, splits)
-    return _load_idx(params, data_dir, splits)
+        data = _load_folders(params, data_dir, model_dir, splits)
+    else:
+        data = _load_idx(params, data_dir, splits)
+    return class_splits.select(data)
 
 
 def _load_idx(params, data_dir, splits):
@@ -154,7 +158,7 @@ def for_training(params, data_dir, model_dir):
             that cannot be built, too few images), or a test set on which the
             verification threshold cannot be calibrated.
     """
-    data = hold_out_validation(load(params, data_dir, model_dir))
+    data = hold_out_validation(class_splits.hold_out_classes(load(params, data_dir, model_dir)))
     params = data.params
     check_data(*data.train, params, data.class_names)
     eval_labels = data.test[1][:params.eval_size]

@@ -42,6 +42,16 @@ RESOLVED_PARAMS_FILENAME = "params_resolved.json"
 MAX_BATCH = 46340
 
 
+class ClassList(list):
+    """The annotation of a key naming classes: a non-empty JSON list of distinct class
+    labels (integers >= 0, IDX data) or names (strings, class folders)."""
+
+
+class ClassListOrCount(list):
+    """The annotation of a key naming classes or how many to draw: a
+    :class:`ClassList`, or an integer >= 2."""
+
+
 def _key(default, help, *, at_least=None, above=None, at_most=None, choices=None):
     """A params key: its default, one-line help, and allowed values (bounds are inclusive
     except ``above``)."""
@@ -102,6 +112,14 @@ class Params:
     validation_size: int = _key(0, "train images held out (seeded) to evaluate each epoch and "
                                    "pick best/ on; 0: the test set, as the original",
                                 at_least=0, at_most=2**31 - 1)
+    # Class-disjoint splits (the open-set protocol: model.class_splits).
+    train_classes: Optional[ClassList] = _key(None, "the classes to train on (labels of IDX "
+                                                    "data, or class-folder names); null: all")
+    test_classes: Optional[ClassList] = _key(None, "the classes to test on, none of them in "
+                                                   "train_classes; null: all")
+    validation_classes: Optional[ClassListOrCount] = _key(
+        None, "training classes held out to evaluate each epoch and pick best/ on: a number "
+              "drawn with the seed, or a list; null: none")
     num_parallel_calls: int = _key(4, "parallel batch-decoding calls of the input pipeline",
                                    at_least=1, at_most=1024)
     num_classes_per_batch: Optional[int] = _key(None, "P of balanced P x K batches",
@@ -154,12 +172,24 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_class_list(value):
+    return (isinstance(value, list) and len(value) > 0
+            and all((_is_int(entry) and entry >= 0) or (isinstance(entry, str) and entry)
+                    for entry in value)
+            and len({json.dumps(entry) for entry in value}) == len(value))
+
+
 # Annotation -> (test of a JSON value, what the message says it must be).
 _BASE_TYPES = {
     int: (_is_int, "an integer"),
     float: (_is_number, "a number"),
     bool: (lambda value: isinstance(value, bool), "true or false"),
     str: (lambda value: isinstance(value, str), "a string"),
+    ClassList: (_is_class_list, "a non-empty list of distinct class labels (integers >= 0) "
+                                "or names (strings)"),
+    ClassListOrCount: (lambda value: (_is_int(value) and value >= 2) or _is_class_list(value),
+                       "a number of classes (>= 2: fewer cannot be evaluated) or a list of "
+                       "distinct class labels or names"),
 }
 
 
@@ -273,6 +303,10 @@ def _check_consistency(params, source):
         raise UserError(
             f"{source}: 'squared' is true but 'distance' is {json.dumps(params.distance)}; "
             'use "distance": "squared-L2" alone, or set squared to false')
+    if params.validation_classes is not None and params.validation_size:
+        raise UserError(
+            f"{source}: 'validation_classes' and 'validation_size' both hold out a "
+            "validation split; keep one of them (the other null / 0)")
     if params.soft_margin and params.triplet_strategy == "batch_semihard":
         raise UserError(
             f"{source}: 'soft_margin' works with batch_all and batch_hard, not "

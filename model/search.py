@@ -10,7 +10,9 @@ from .errors import UserError
 from .params import PARAMS_FILENAME, params_from_dict
 from .run_folder import METRICS_FILES, TEST_BEST_FILE
 
-RESULT_COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "loss")
+# Recall@1 is precision@1: the table shows Recall@2, 4 and 8 beside it.
+RESULT_COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "recall_at_2", "recall_at_4",
+                  "recall_at_8", "loss")
 UNTRAINED_COLUMNS = ("precision_at_1", "map_at_r")
 TABLE_COLUMNS = RESULT_COLUMNS + ("train_minutes",) + tuple(
     f"untrained_{name}" for name in UNTRAINED_COLUMNS)

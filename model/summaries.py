@@ -1,5 +1,6 @@
 """What a run writes for TensorBoard: scalars, a training image, the HParams record."""
 
+import json
 import os
 
 import tensorflow as tf
@@ -39,6 +40,8 @@ def write_hparams(eval_writer, model_dir, params):
     """
     from tensorboard.plugins.hparams import api as hp
 
-    values = {key: value for key, value in params.to_dict().items() if value is not None}
+    # The dashboard takes numbers, booleans and strings: class lists are shown as JSON.
+    values = {key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+              for key, value in params.to_dict().items() if value is not None}
     with eval_writer.as_default():
         hp.hparams(values, trial_id=os.path.basename(os.path.abspath(model_dir)))

@@ -9,11 +9,18 @@ from tftriplet import metrics
 from tftriplet.metrics import retrieval_metrics
 
 
+RANKED = ("precision_at_1", "r_precision", "map_at_r")
+RECALLS = {"recall_at_1": 1, "recall_at_2": 2, "recall_at_4": 4, "recall_at_8": 8}
+ALL_NAMES = set(RANKED) | set(RECALLS)
+
+
 def brute_force(embeddings, labels):
-    """Leave-one-out P@1, R-precision, MAP@R by explicit loops (ties: lower index first)."""
+    """Leave-one-out P@1, R-precision, MAP@R and Recall@K by explicit loops (ties: lower
+    index first)."""
     embeddings = np.asarray(embeddings, np.float64)
     labels = np.asarray(labels)
     p1, rp, ap = [], [], []
+    recall = {name: [] for name in RECALLS}
     for q in range(len(labels)):
         others = np.array([j for j in range(len(labels)) if j != q], dtype=int)
         dist = np.sqrt(((embeddings[others] - embeddings[q]) ** 2).sum(axis=1))
@@ -25,9 +32,12 @@ def brute_force(embeddings, labels):
         p1.append(float(relevant[0]))
         rp.append(relevant[:r].sum() / r)
         ap.append(sum(relevant[:i + 1].sum() / (i + 1) for i in range(r) if relevant[i]) / r)
+        for name, k in RECALLS.items():
+            recall[name].append(float(any(relevant[:k])))
     if not p1:
-        return {"precision_at_1": math.nan, "r_precision": math.nan, "map_at_r": math.nan}
-    return {"precision_at_1": np.mean(p1), "r_precision": np.mean(rp), "map_at_r": np.mean(ap)}
+        return {name: math.nan for name in ALL_NAMES}
+    return {"precision_at_1": np.mean(p1), "r_precision": np.mean(rp), "map_at_r": np.mean(ap),
+            **{name: np.mean(values) for name, values in recall.items()}}
 
 
 def on_a_line(positions):
@@ -35,7 +45,7 @@ def on_a_line(positions):
 
 
 def assert_metrics(result, expected, tol=1e-12):
-    assert set(result) == {"precision_at_1", "r_precision", "map_at_r"}
+    assert set(result) == ALL_NAMES
     for name, value in expected.items():
         assert isinstance(result[name], float)
         assert result[name] == pytest.approx(value, abs=tol), name
@@ -51,7 +61,11 @@ def assert_metrics(result, expected, tol=1e-12):
 #   q5 at 11: 4(B), 3(A)            -> 1, 1/2, 1/2
 LINE = on_a_line([0, 1, 2, 3, 10, 11])
 LINE_LABELS = np.array([0, 1, 0, 0, 1, 1])
-LINE_EXPECTED = {"precision_at_1": 3 / 6, "r_precision": 2.5 / 6, "map_at_r": 2 / 6}
+# Recall@2: every query but q1 has an A-or-B match among its 2 nearest: 5/6; with 4 or 8
+# (all 5 references), every query: 1.
+LINE_EXPECTED = {"precision_at_1": 3 / 6, "r_precision": 2.5 / 6, "map_at_r": 2 / 6,
+                 "recall_at_1": 3 / 6, "recall_at_2": 5 / 6, "recall_at_4": 1.0,
+                 "recall_at_8": 1.0}
 
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 4, 6, 1024])
@@ -63,8 +77,7 @@ def test_hand_computed_line(chunk_size):
 def test_perfect_clusters_score_one():
     points = on_a_line([0, 1, 2, 100, 101, 200, 201, 202, 203])
     labels = [5, 5, 5, 9, 9, 2, 2, 2, 2]
-    assert_metrics(retrieval_metrics(points, labels),
-                   {"precision_at_1": 1.0, "r_precision": 1.0, "map_at_r": 1.0})
+    assert_metrics(retrieval_metrics(points, labels), {name: 1.0 for name in ALL_NAMES})
 
 
 def test_ties_go_to_the_lower_index():
@@ -76,15 +89,20 @@ def test_ties_go_to_the_lower_index():
     # [0 A, 1 A, -1 B, 5 B]: q0 -> index 1 (A) first: 1; q1 -> 0: 1; q2 -> 0 (A): 0;
     # q3 -> 1 (A): 0.  Mean 1/2.
     second = retrieval_metrics(on_a_line([0, 1, -1, 5]), [0, 0, 1, 1], chunk_size=3)
-    assert_metrics(first, {name: 1 / 4 for name in first})
-    assert_metrics(second, {name: 1 / 2 for name in second})
+    # Recall@K: the first hit is at rank 2, 3, 1, 3 (first) and 1, 1, 3, 3 (second).
+    assert_metrics(first, {**{name: 1 / 4 for name in RANKED}, "recall_at_1": 1 / 4,
+                           "recall_at_2": 2 / 4, "recall_at_4": 1.0, "recall_at_8": 1.0})
+    assert_metrics(second, {**{name: 1 / 2 for name in RANKED}, "recall_at_1": 1 / 2,
+                            "recall_at_2": 1 / 2, "recall_at_4": 1.0, "recall_at_8": 1.0})
 
 
 def test_collapsed_embeddings_rank_by_index():
     # All points equal (a collapsed network): every query retrieves the lowest
     # other indices first. Labels [0, 1, 0, 1], R = 1: only query 2 (nearest: 0) hits.
     result = retrieval_metrics(np.ones((4, 3)), [0, 1, 0, 1])
-    assert_metrics(result, {name: 1 / 4 for name in result})
+    # First hits at ranks 2, 3, 1, 2.
+    assert_metrics(result, {**{name: 1 / 4 for name in RANKED}, "recall_at_1": 1 / 4,
+                            "recall_at_2": 3 / 4, "recall_at_4": 1.0, "recall_at_8": 1.0})
 
 
 def test_queries_without_relevant_references_are_left_out():
@@ -100,7 +118,7 @@ def test_queries_without_relevant_references_are_left_out():
 ])
 def test_no_query_with_a_relevant_reference_gives_nan(points, labels):
     result = retrieval_metrics(points, labels)
-    assert set(result) == {"precision_at_1", "r_precision", "map_at_r"}
+    assert set(result) == ALL_NAMES
     assert all(math.isnan(value) for value in result.values())
 
 

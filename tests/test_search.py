@@ -65,7 +65,8 @@ def test_collect_results_and_table(tmp_path):
             {"epoch": 3, "precision_at_1": p1, "map_at_r": 0.125}))
     (tmp_path / "a" / "inner" / "checkpoints").mkdir()
     (tmp_path / "b" / "metrics_eval_best.json").write_text(json.dumps(
-        {"epoch": 3, "precision_at_1": 0.5, "map_at_r": 0.125, "train_minutes": 1.5}))
+        {"epoch": 3, "precision_at_1": 0.5, "map_at_r": 0.125, "recall_at_8": 0.75,
+         "train_minutes": 1.5}))
     (tmp_path / "b" / "metrics_eval_untrained.json").write_text(json.dumps(
         {"epoch": 0, "loss": 0.3, "precision_at_1": 0.9453, "r_precision": 0.4,
          "map_at_r": 0.3245}))
@@ -75,15 +76,16 @@ def test_collect_results_and_table(tmp_path):
     assert [name for name, _ in rows] == ["a/inner", "b"]
     table = search.markdown_table(rows).splitlines()
     assert table[0] == ("| experiment | epoch | selected_on | precision_at_1 | r_precision | "
-                        "map_at_r | loss | train_minutes | untrained_precision_at_1 | "
-                        "untrained_map_at_r |")
-    assert table[2] == "| a/inner | 3 | test | 0.2500 |  | 0.1250 |  |  |  |  |"
-    assert table[3] == "| b | 3 | test | 0.5000 |  | 0.1250 |  | 1.5 | 0.9453 | 0.3245 |"
+                        "map_at_r | recall_at_2 | recall_at_4 | recall_at_8 | loss | "
+                        "train_minutes | untrained_precision_at_1 | untrained_map_at_r |")
+    assert table[2] == "| a/inner | 3 | test | 0.2500 |  | 0.1250 |  |  |  |  |  |  |  |"
+    assert table[3] == ("| b | 3 | test | 0.5000 |  | 0.1250 |  |  | 0.7500 |  | 1.5 | 0.9453 "
+                        "| 0.3245 |")
     # A run with a validation split shows the test figures of its chosen checkpoint.
     (tmp_path / "b" / "metrics_test_best.json").write_text(json.dumps(
         {"epoch": 3, "precision_at_1": 0.375, "map_at_r": 0.0625, "train_minutes": 1.5}))
     table = search.markdown_table(search.collect_results(str(tmp_path))).splitlines()
-    assert table[3] == "| b | 3 | validation | 0.3750 |  | 0.0625 |  | 1.5 |  |  |"
+    assert table[3] == "| b | 3 | validation | 0.3750 |  | 0.0625 |  |  |  |  | 1.5 |  |  |"
 
 
 @pytest.mark.parametrize("content", ["", "{", "[1, 2]", '{"map_at_r": "high"}',

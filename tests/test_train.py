@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import evaluation, network, pipelines, run_folder, training
+from model import datasets, evaluation, network, pipelines, run_folder, training
 from model.errors import UserError
 from conftest import TINY, run_script, tiny_params, write_image_folders
 
@@ -327,8 +327,6 @@ def test_cli_unusable_folders_exit_2_and_write_nothing(tmp_path, layout, message
 
 def test_a_validation_split_chooses_the_best_and_the_test_set_only_scores_it(tmp_path,
                                                                               tiny_data_dir):
-    from model import datasets
-
     model_dir = str(tmp_path / "run")
     params = tiny_params(validation_size=40)
     training.train_and_evaluate(params, model_dir, tiny_data_dir)
@@ -350,6 +348,27 @@ def test_a_validation_split_chooses_the_best_and_the_test_set_only_scores_it(tmp
     os.remove(tested_path)
     training.train_and_evaluate(params, model_dir, tiny_data_dir)
     assert json.load(open(tested_path)) == pytest.approx(tested)
+
+
+def test_an_open_set_run_chooses_on_held_out_classes_and_tests_on_unseen_ones(tmp_path,
+                                                                              tiny_data_dir):
+    model_dir = str(tmp_path / "run")
+    params = tiny_params(num_epochs=1, train_classes=[0, 1, 2, 3, 4, 5, 6],
+                         test_classes=[7, 8, 9], validation_classes=2)
+    training.train_and_evaluate(params, model_dir, tiny_data_dir)
+    held_out = datasets.for_training(params, tiny_data_dir, None).validation
+    model, _ = evaluation.restore_model(model_dir, params, "latest")
+    steps = network.make_embed_step(model, params), network.make_loss_step(params)
+    last = json.load(open(os.path.join(model_dir, "metrics_eval_last.json")))
+    assert last["map_at_r"] == pytest.approx(
+        evaluation.evaluate(*steps, params, *held_out)[0]["map_at_r"])
+    assert last["step"] == pipelines.steps_per_epoch(5 * 24, params)  # 5 classes train
+    tested = json.load(open(os.path.join(model_dir, run_folder.TEST_BEST_FILE)))
+    on_unseen = evaluation.evaluate_checkpoint(params, model_dir, tiny_data_dir, "best")
+    assert tested["selected_on"] == "validation"
+    for name in ("map_at_r", "recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8"):
+        assert tested[name] == pytest.approx(on_unseen[name]), name
+    assert tested["recall_at_1"] == tested["precision_at_1"]
 
 
 def test_the_cosine_schedule_decays_from_the_learning_rate_to_zero_over_the_run():

@@ -8,7 +8,9 @@ references that share the query's label:
 * R-precision: the share of the R nearest references that have the query's label;
 * MAP@R: (1/R) * sum_{i<=R} P@i * rel_i, with rel_i = 1 if the i-th nearest
   reference has the query's label and P@i the share of relevant ones among the
-  first i.
+  first i;
+* Recall@K (K = 1, 2, 4, 8): 1 if any of the K nearest references has the query's
+  label, else 0 (recall@1 is precision@1).
 
 Each figure is the mean over queries.
 
@@ -47,7 +49,11 @@ import numpy as np
 from tftriplet.verification import (  # noqa: F401
     CalibrationError, calibrate_verification, check_calibration)
 
-METRIC_NAMES = ("precision_at_1", "r_precision", "map_at_r")
+# Recall@K (K = 1, 2, 4, 8): what deep-metric-learning papers report on CUB-200, Cars196
+# and Stanford Online Products (Song et al. 2016).
+RECALL_KS = (1, 2, 4, 8)
+METRIC_NAMES = ("precision_at_1", "r_precision", "map_at_r",
+                *(f"recall_at_{k}" for k in RECALL_KS))
 
 # References in the sample that sets each query's candidate threshold: enough for
 # a threshold close to the k-th nearest, few next to N so that it costs little.
@@ -211,8 +217,8 @@ class _Chunks:
             starts: iterable of int, first query of each chunk.
 
         Returns:
-            float64 [3], sums of precision@1, R-precision and AP@R; a query with
-            R = 0 adds 0.
+            float64 [len(METRIC_NAMES)], sums of precision@1, R-precision, AP@R and
+            recall@K; a query with R = 0 adds 0.
         """
         n = len(self.queries)
         size = min(self.chunk_size, n)
@@ -229,20 +235,27 @@ class _Chunks:
             scores[np.arange(stop - start), np.arange(start, stop)] = np.inf
             sample_scores = None if self.sample is None else np.take(scores, self.sample, axis=1)
             k = int(chunk_r.max())
-            nearest = _nearest(scores, sample_scores, k, mask[:stop - start])
+            nearest = _nearest(scores, sample_scores, max(k, min(RECALL_KS[-1], n - 1)),
+                               mask[:stop - start])
+            same = self.class_index[nearest] == self.class_index[start:stop, None]
             ranks = np.arange(1, k + 1)
-            # Only the first R retrieved count for R-precision and MAP@R.
-            relevant = ((self.class_index[nearest] == self.class_index[start:stop, None])
-                        & (ranks <= chunk_r[:, None]))
+            # Only the first R retrieved count for R-precision and MAP@R (the sums run
+            # over exactly k columns, whatever recall@K needed).
+            relevant = same[:, :k] & (ranks <= chunk_r[:, None])
             hits_so_far = np.cumsum(relevant, axis=1)
             r_safe = np.maximum(chunk_r, 1)
+            # Recall@K: a same-class reference among the K nearest (none when R = 0).
+            found_by = np.cumsum(same, axis=1) > 0
+            recalls = [np.sum(found_by[:, min(recall_k, same.shape[1]) - 1] & (chunk_r > 0))
+                       for recall_k in RECALL_KS]
             totals += [np.sum(relevant[:, 0]), np.sum(hits_so_far[:, -1] / r_safe),
-                       np.sum(np.sum(relevant * (hits_so_far / ranks), axis=1) / r_safe)]
+                       np.sum(np.sum(relevant * (hits_so_far / ranks), axis=1) / r_safe),
+                       *recalls]
         return totals
 
 
 def retrieval_metrics(embeddings, labels, chunk_size=1024):
-    """Leave-one-out precision@1, R-precision and MAP@R with Euclidean distance.
+    """Leave-one-out precision@1, R-precision, MAP@R and Recall@K with Euclidean distance.
 
     Args:
         embeddings: float array [N, D] (any real dtype; computed in float64).
@@ -251,9 +264,11 @@ def retrieval_metrics(embeddings, labels, chunk_size=1024):
             chunk_size x N per thread. The result does not depend on it.
 
     Returns:
-        dict with float values for "precision_at_1", "r_precision" and
-        "map_at_r", each a mean over the queries whose label has at least one
-        other member (all NaN if there is no such query).
+        dict with float values for "precision_at_1", "r_precision", "map_at_r"
+        and "recall_at_K" for K in :data:`RECALL_KS` (1 if a reference of the
+        query's label is among its K nearest, else 0; recall@1 is precision@1),
+        each a mean over the queries whose label has at least one other member
+        (all NaN if there is no such query).
 
     Raises:
         ValueError: on a wrong shape, non-finite embeddings or a bad chunk_size.
