@@ -47,7 +47,7 @@ assert float(TripletHardLoss()(labels[:4], images[:4, :2])) >= 0
 print("model.fit with TripletSemiHardLoss, .keras saved and reloaded")
 
 commands = ["train", "evaluate", "visualize-embeddings", "embed", "search-hyperparams",
-            "synthesize-results"]
+            "synthesize-results", "retrieve"]
 for command in commands:
     result = subprocess.run([f"tftriplet-{command}", "--help"], capture_output=True, text=True,
                             timeout=120)

@@ -110,10 +110,10 @@ def hold_out_classes(data):
             raise UserError(f"validation_classes holds out {len(chosen)} of the "
                             f"{len(present)} training classes; leave at least 2 to train on")
     if params.test_classes is not None:
-        tested = set(labels_of(params.test_classes, names, "test_classes"))
-        if tested & set(chosen):
-            raise UserError(f"class(es) {first_names(names[i] for i in sorted(tested & set(chosen)))} "
-                            "are validation_classes and test_classes; choose the checkpoint on "
+        both = sorted(set(labels_of(params.test_classes, names, "test_classes")) & set(chosen))
+        if both:
+            raise UserError(f"class(es) {first_names(names[i] for i in both)} are "
+                            "validation_classes and test_classes; choose the checkpoint on "
                             "classes the test never sees")
     held = np.isin(labels, chosen)
     order = np.random.default_rng([params.seed, 0, 5]).permutation(np.flatnonzero(held))

@@ -102,8 +102,9 @@ def set_logger(level=logging.INFO):
     logger = logging.getLogger()
     logger.setLevel(level)
     # TensorFlow's own INFO lines (checkpoint sharding through absl, SavedModel assets)
-    # are not about the run: keep their warnings and errors only.
-    for library in ("tensorflow", "absl"):
+    # and faiss's (which CPU build it loads) are not about the run: keep their warnings
+    # and errors only.
+    for library in ("tensorflow", "absl", "faiss"):
         logging.getLogger(library).setLevel(max(level, logging.WARNING))
     for handler in list(logger.handlers):
         logger.removeHandler(handler)

@@ -142,6 +142,11 @@ def split_path(data_dir, split, kind):
     return _find(data_dir, name) or os.path.join(data_dir, name)
 
 
+def has_split(data_dir, split):
+    """Whether ``data_dir`` holds both IDX files of ``split`` ("train" or "test")."""
+    return all(_find(data_dir, name) is not None for name in SPLITS[split])
+
+
 def load_split(data_dir, split):
     """Load one split of an IDX dataset.
 

@@ -11,6 +11,7 @@ Layout (``params.json`` is the user's; everything else is written by a run):
     metrics_test_best.json  with a validation split: the test figures of the best checkpoint
     export/, verification.json   the final network and its same / different threshold
     dataset.json            the data the run reads (model.datasets); cache/ its decoded images
+    retrieval/              indexes of the galleries retrieve.py searched (model.retrieval)
     .lock                   held by the process training in the folder
 
 Every name of that layout is defined here, once. The module loads without TensorFlow,
@@ -37,6 +38,7 @@ EXPORT_DIR = "export"
 VERIFICATION_FILE = "verification.json"
 DATASET_FILE = "dataset.json"
 CACHE_DIR = "cache"
+RETRIEVAL_DIR = "retrieval"
 LOCK_FILE = ".lock"
 
 # Keys that may change between a run and its resumption without changing what the

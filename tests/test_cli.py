@@ -86,8 +86,8 @@ def test_a_params_error_answers_before_tensorflow_loads(name, tmp_path):
 def test_commands_import_neither_numpy_nor_tensorflow():
     """run_cli limits OpenBLAS's threads through the environment, which OpenBLAS reads
     once, when NumPy loads: the commands must not load it before."""
-    names = ["train", "evaluate", "visualize_embeddings", "embed", "search_hyperparams",
-             "synthesize_results"]
+    names = ["train", "evaluate", "visualize_embeddings", "embed", "retrieve",
+             "search_hyperparams", "synthesize_results"]
     code = ("import sys\n" + "".join(f"from model.commands import {name}\n" for name in names)
             + "print(sorted({'numpy', 'tensorflow'} & set(sys.modules)))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,

@@ -17,8 +17,8 @@ import tomllib
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ("train", "evaluate", "visualize_embeddings", "embed", "search_hyperparams",
-           "synthesize_results")
+SCRIPTS = ("train", "evaluate", "visualize_embeddings", "embed", "retrieve",
+           "search_hyperparams", "synthesize_results")
 # What a TensorFlow Addons user or a reader of Moindrot's blog imports from the top level.
 TOP_LEVEL = ("TripletSemiHardLoss", "TripletHardLoss", "triplet_semihard_loss",
              "triplet_hard_loss", "BatchAllTripletLoss", "BatchHardTripletLoss",

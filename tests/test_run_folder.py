@@ -116,7 +116,7 @@ def test_every_file_a_run_writes_is_named_once_in_the_layout():
              run_folder.DATASET_FILE, run_folder.LOCK_FILE, RESOLVED_PARAMS_FILENAME,
              *run_folder.METRICS_FILES.values()]
     folders = [*run_folder.CHECKPOINT_DIRS.values(), *run_folder.SUMMARY_DIRS.values(),
-               run_folder.EXPORT_DIR, run_folder.CACHE_DIR]
+               run_folder.EXPORT_DIR, run_folder.CACHE_DIR, run_folder.RETRIEVAL_DIR]
     for name in names + [folder + "/" for folder in folders]:
         assert name in doc, name
     assert len(set(names + folders)) == len(names + folders)
