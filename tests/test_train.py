@@ -22,7 +22,8 @@ SUMMARY_TAGS = {
     "batch_hard": {"loss", "hardest_positive_dist", "hardest_negative_dist", "embedding_mean_norm"},
     "batch_semihard": {"loss", "embedding_mean_norm"},
 }
-RETRIEVAL = {"precision_at_1", "r_precision", "map_at_r"}
+RETRIEVAL = {"precision_at_1", "r_precision", "map_at_r", "recall_at_1", "recall_at_2", "recall_at_4",
+             "recall_at_8"}
 
 
 def event_tags(folder):
