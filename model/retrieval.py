@@ -46,11 +46,12 @@ def check_faiss():
 
 class Gallery:
     """The images of a gallery: ``paths`` (one per image: a file, or ``IDX_FILE[i]``),
-    ``labels`` (int, -1 when unknown), ``class_names`` and a way to read any of them."""
+    ``labels`` (int, -1 when unknown), ``class_names``, and the images themselves (a uint8
+    array of IDX pixels or :class:`~model.image_folder.ImageFiles`)."""
 
-    def __init__(self, paths, labels, class_names, pixels=None, params=None):
+    def __init__(self, paths, labels, class_names, images, params):
         self.paths, self.labels, self.class_names = paths, np.asarray(labels), class_names
-        self._pixels, self._params = pixels, params
+        self._images, self._params = images, params
 
     def __len__(self):
         return len(self.paths)
@@ -58,13 +59,7 @@ class Gallery:
     def images(self, index=None):
         """uint8 [n, S, S, C] pixels of the images at ``index`` (all if None)."""
         index = np.arange(len(self)) if index is None else np.asarray(index)
-        if self._pixels is not None:
-            pixels = self._pixels[index]
-            return pixels if pixels.ndim == 4 else pixels[..., np.newaxis]
-        params = self._params
-        return pipelines.decode_all(image_folder.ImageFiles(
-            [self.paths[i] for i in index], params.image_size, params.image_channels,
-            params.resize), params)
+        return pipelines.decode_all(self._images[index], self._params)
 
     def class_of(self, i):
         return self.class_names[self.labels[i]] if self.labels[i] >= 0 else ""
@@ -84,7 +79,7 @@ def load_gallery(gallery_dir, params):
         path = mnist_dataset.split_path(gallery_dir, "test", "images")
         names = [str(label) for label in range(int(labels.max()) + 1)]
         return Gallery([f"{path}[{i}]" for i in range(len(labels))], labels.astype(np.int64),
-                       names, pixels=images)
+                       names, images, params)
     if image_folder.is_folder_dataset(gallery_dir):
         test_dir = os.path.join(gallery_dir, image_folder.TEST_DIR)
         gallery_dir = test_dir if os.path.isdir(test_dir) else os.path.join(
@@ -92,12 +87,17 @@ def load_gallery(gallery_dir, params):
     loose = sorted(entry.path for entry in os.scandir(gallery_dir)
                    if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES))
     if loose:
-        return Gallery(loose, np.full(len(loose), -1), [], params=params)
+        return Gallery(loose, np.full(len(loose), -1), [], _files(loose, params), params)
     classes = image_folder.scan_classes(gallery_dir)
     names = sorted(classes)
     paths = [path for name in names for path in classes[name]]
     labels = [label for label, name in enumerate(names) for _ in classes[name]]
-    return Gallery(paths, labels, names, params=params)
+    return Gallery(paths, labels, names, _files(paths, params), params)
+
+
+def _files(paths, params):
+    return image_folder.ImageFiles(paths, params.image_size, params.image_channels,
+                                   params.resize)
 
 
 def _digest(paths_and_bytes):
@@ -152,7 +152,9 @@ def gallery_index(model_dir, gallery_dir, gallery, params, module):
     key = cache_key(model_dir, gallery)
     index_path = os.path.join(folder, f"{key}.faiss")
     record = files.read_json(os.path.join(folder, f"{key}.json"))
-    if record is not None and record.get("paths") == list(gallery.paths):
+    # The key covers the gallery's names and bytes; the record, written after the index,
+    # marks the entry complete.
+    if record is not None:
         try:
             index = faiss.deserialize_index(np.fromfile(index_path, np.uint8))
             if index.ntotal == len(gallery):
@@ -168,7 +170,7 @@ def gallery_index(model_dir, gallery_dir, gallery, params, module):
     _remove_entries_of(folder, os.path.abspath(gallery_dir))
     files.write_bytes(index_path, faiss.serialize_index(index).tobytes())
     files.write_json(os.path.join(folder, f"{key}.json"), {
-        "gallery": os.path.abspath(gallery_dir), "paths": list(gallery.paths),
+        "gallery": os.path.abspath(gallery_dir), "images": len(gallery),
         "kind": "exact" if len(gallery) <= EXACT_MAX_GALLERY else "hnsw"})
     logging.info("Indexed them (%s) in %s", "exact" if len(gallery) <= EXACT_MAX_GALLERY
                  else "approximate, HNSW", index_path)
