@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftriplet import metrics, verification
-from . import checkpoints, datasets, files, pipelines
+from . import checkpoints, collapse, datasets, files, pipelines
 from .errors import UserError, command
 from .network import build_plain_model, make_embed_step, make_loss_step
 from .run_folder import CHECKPOINT_DIRS, VERIFICATION_FILE
@@ -71,8 +71,9 @@ def evaluate(embed_step, loss_step, params, test_images, test_labels):
 
     Returns:
         (results, embeddings): a dict of Python floats (``loss``, the strategy's
-        summaries, ``embedding_mean_norm``, ``precision_at_1``, ``r_precision``,
-        ``map_at_r``) and the float32 [n, D] embeddings of the evaluated test images.
+        summaries, ``embedding_mean_norm``, ``embedding_spread`` (see
+        :func:`model.collapse.spread`), ``precision_at_1``, ``r_precision``, ``map_at_r``,
+        ``recall_at_K``) and the float32 [n, D] embeddings of the evaluated test images.
     """
     datasets.check_shapes(test_images, test_labels, params, "test")
     count = min(params.eval_size, len(test_labels))
@@ -86,7 +87,9 @@ def evaluate(embed_step, loss_step, params, test_images, test_labels):
             totals[name] = totals.get(name, 0.0) + float(value) * (stop - start)
     results = {name: total / count for name, total in totals.items()}
     embeddings = embeddings.numpy()
-    results.update(metrics.retrieval_metrics(comparable(embeddings, params), test_labels[:count]))
+    compared = comparable(embeddings, params)
+    results["embedding_spread"] = collapse.spread(compared)
+    results.update(metrics.retrieval_metrics(compared, test_labels[:count]))
     return results, embeddings
 
 

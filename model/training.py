@@ -21,8 +21,8 @@ import time
 import keras
 import tensorflow as tf
 
-from . import (checkpoints, datasets, evaluation, export, files, pipelines, run_folder,
-               summaries, test_hooks)
+from . import (checkpoints, collapse, datasets, evaluation, export, files, pipelines,
+               run_folder, summaries, test_hooks)
 from .distribute import is_chief, worker_checkpoint_dir
 from .errors import UserError
 from .network import build_plain_model, make_embed_step, make_train_step
@@ -106,6 +106,8 @@ def _train(run, data, restored):
                      "longer.", model_dir, int(run.epoch.numpy()), int(run.step.numpy()))
 
     train_step = make_train_step(run.model, run.optimizer, params, run.strategy)
+    untrained = files.read_json(metrics_path(model_dir, "untrained")) or {}
+    collapse_reported = False
     for epoch in range(int(run.epoch.numpy()), params.num_epochs):
         start = time.time()
         train_loss = _train_epoch(run, train_step, data.train, epoch, train_writer)
@@ -117,9 +119,14 @@ def _train(run, data, restored):
         record = _epoch_record(run, results)
         _save_checkpoints(run, record)
         eval_time = time.time() - start - train_time
+        collapsed = collapse.diagnose(train_loss, results, untrained, params)
         _record_epoch(run, record, eval_writer,
                       f"train_loss {train_loss:.4f} | eval {_format(results)} | "
-                      f"{train_time:.1f}s (+{eval_time:.1f}s eval)")
+                      f"{train_time:.1f}s (+{eval_time:.1f}s eval)",
+                      {"collapsed": float(collapsed is not None)})
+        if collapsed and not collapse_reported:  # once: a collapsed run tends to stay so
+            logging.warning("Epoch %d: %s", epoch + 1, collapsed)
+            collapse_reported = True
 
     if run.chief:
         if data.validation is not None:
@@ -168,11 +175,13 @@ def _save_checkpoints(run, record):
     test_hooks.reached("after_checkpoint")
 
 
-def _record_epoch(run, record, eval_writer, summary):
-    """The eval summaries, the log line, then ``metrics_eval_last.json``: written last, as
-    the mark that the epoch is complete (a rerun completes an epoch without it)."""
+def _record_epoch(run, record, eval_writer, summary, diagnostics=None):
+    """The eval summaries (and ``diagnostics``, scalars for TensorBoard only), the log line,
+    then ``metrics_eval_last.json``: written last, as the mark that the epoch is complete
+    (a rerun completes an epoch without it)."""
     if run.chief:
-        summaries.write_scalars(eval_writer, _figures(record), record["step"])
+        summaries.write_scalars(eval_writer, {**_figures(record), **(diagnostics or {})},
+                                record["step"])
         eval_writer.flush()
     logging.info("epoch %d/%d step %d %s", record["epoch"], run.params.num_epochs,
                  record["step"], summary)

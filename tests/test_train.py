@@ -34,6 +34,17 @@ def event_tags(folder):
     return tags
 
 
+def scalars(folder, tag):
+    """{step: value} of the scalar ``tag`` in the event files of ``folder``."""
+    values = {}
+    for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values[event.step] = float(tf.make_ndarray(value.tensor))
+    return values
+
+
 def weights_of(model_dir, checkpoint="latest", params=None):
     model, _ = evaluation.restore_model(model_dir, params or tiny_params(), checkpoint)
     return [w.numpy() for w in model.weights]
@@ -54,7 +65,8 @@ def test_two_epochs_write_checkpoints_summaries_and_metrics(tmp_path, tiny_data_
     # The HParams record lives in eval/: an event file in the model_dir root would make
     # TensorBoard list a phantom run.
     assert event_tags(os.path.join(model_dir, "eval")) == (
-        SUMMARY_TAGS[strategy] | RETRIEVAL | {"_hparams_/session_start_info"})
+        SUMMARY_TAGS[strategy] | RETRIEVAL | {"embedding_spread", "collapsed",
+                                              "_hparams_/session_start_info"})
     assert not glob.glob(os.path.join(model_dir, "events.out.tfevents.*"))
     last = json.load(open(os.path.join(model_dir, "metrics_eval_last.json")))
     assert last["epoch"] == 2 and last["step"] == 2 * steps
@@ -85,15 +97,11 @@ def test_angular_distance_trains_end_to_end(tmp_path, tiny_data_dir):
 def test_training_improves_retrieval(tmp_path, tiny_data_dir):
     model_dir = str(tmp_path / "run")
     training.train_and_evaluate(tiny_params(num_epochs=3), model_dir, tiny_data_dir)
-    eval_dir = os.path.join(model_dir, "eval")
-    first_and_last = {}
-    for path in glob.glob(os.path.join(eval_dir, "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == "map_at_r":
-                    first_and_last[event.step] = float(tf.make_ndarray(value.tensor))
-    assert 0 in first_and_last, "the untrained network is evaluated at step 0"
-    assert first_and_last[max(first_and_last)] > first_and_last[0]
+    map_at_r = scalars(os.path.join(model_dir, "eval"), "map_at_r")
+    assert 0 in map_at_r, "the untrained network is evaluated at step 0"
+    assert map_at_r[max(map_at_r)] > map_at_r[0]
+    # A run that learns is never reported as collapsed (model/collapse.py).
+    assert list(scalars(os.path.join(model_dir, "eval"), "collapsed").values()) == [0.0] * 3
 
 
 def test_resume_continues_and_finished_run_does_nothing(tmp_path, tiny_data_dir):
