@@ -9,18 +9,37 @@ checksummed), and the newest one that reads is used, with one line saying which 
 skipped and why.
 """
 
+import glob
 import logging
 import os
+import re
+import shutil
 
 import tensorflow as tf
 
+from . import files
 from .errors import UserError
 from .run_folder import CHECKPOINT_PREFIX, checkpoint_files, checkpoint_number
 
 STATE_FILE = "checkpoint"
+# A line of the state file as TensorFlow writes it (paths relative to the folder, or
+# absolute; timestamps since TF 2.x).
+_STATE_LINE = re.compile(r'^(model_checkpoint_path|all_model_checkpoint_paths|'
+                         r'all_model_checkpoint_timestamps|last_preserved_timestamp): '
+                         r'"?([^"]*)"?$')
 # Restores retried when a checkpoint disappears while it is read (a trainer pruning old
 # checkpoints under a reader).
 _ATTEMPTS = 5
+
+
+class Unreadable(UserError):
+    """A folder holds checkpoint files but none of them reads."""
+
+    def __init__(self, folder, details):
+        super().__init__(f"{folder} holds checkpoint files but none of them can be read "
+                         f"({details}); restore them from a backup, or move the folder away "
+                         "to start over")
+        self.folder, self.details = folder, details
 
 
 def _number(prefix):
@@ -55,24 +74,65 @@ def damage(prefix):
     return None
 
 
+def _listed_in_state(folder):
+    """The checkpoint paths that ``folder/checkpoint`` names (the newest first), or None
+    when it is missing or not what TensorFlow writes. Parsed here rather than by
+    ``tf.train.get_checkpoint_state``, which prints warnings for a damaged file."""
+    try:
+        with open(os.path.join(folder, STATE_FILE), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    newest, listed = None, []
+    for line in lines:
+        match = _STATE_LINE.match(line)
+        if not match:
+            return None
+        key, value = match.groups()
+        if key == "model_checkpoint_path":
+            newest = value
+        elif key == "all_model_checkpoint_paths":
+            listed.append(value)
+    if newest is None:
+        return None
+    return [os.path.join(folder, path) for path in [newest, *listed]]
+
+
 def repair_state(folder):
     """Rewrite ``folder/checkpoint`` from the checkpoints present when it is missing,
-    unreadable or names a checkpoint that is not there (CheckpointManager reads it to
-    know which old checkpoints to delete; a bad one would make it forget them)."""
+    damaged or names a checkpoint that is not there (CheckpointManager reads it to know
+    which old checkpoints to delete; a bad one would make it forget them)."""
     found = candidates(folder)
     if not found:
         return
-    state = None
-    try:
-        state = tf.train.get_checkpoint_state(folder)
-    except (tf.errors.OpError, ValueError):
-        pass
-    listed = list(state.all_model_checkpoint_paths) if state else []
-    if state and state.model_checkpoint_path and all(
-            os.path.exists(path + ".index") for path in listed):
+    listed = _listed_in_state(folder)
+    if listed and all(os.path.exists(path + ".index") for path in listed):
         return
-    tf.compat.v1.train.update_checkpoint_state(
-        folder, found[0], all_model_checkpoint_paths=list(reversed(found)))
+    names = [os.path.basename(path) for path in found]  # newest first
+    files.write_text(os.path.join(folder, STATE_FILE),
+                     f'model_checkpoint_path: "{names[0]}"\n' + "".join(
+                         f'all_model_checkpoint_paths: "{name}"\n' for name in reversed(names)))
+
+
+def remove_leftovers(folder):
+    """Remove what TensorFlow's checkpoint writer leaves when killed mid-write: the
+    ``<prefix>_temp/`` folder it writes the shards into before renaming them."""
+    for leftover in glob.glob(os.path.join(glob.escape(folder), f"{CHECKPOINT_PREFIX}-*_temp")):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def copy_checkpoint(prefix, folder):
+    """Copy the checkpoint at ``prefix`` into ``folder`` (created if needed) and list it
+    in the folder's state file. Each file is copied atomically, the index last: a copy
+    killed half-way leaves no index, so no checkpoint that looks complete."""
+    os.makedirs(folder, exist_ok=True)
+    names = sorted(glob.glob(glob.escape(prefix) + ".*"), key=lambda path: path.endswith(".index"))
+    for path in names:
+        with files.replaced_atomically(os.path.join(folder, os.path.basename(path))) as tmp:
+            shutil.copyfile(path, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+    repair_state(folder)
 
 
 def value(prefix, name):
@@ -92,9 +152,34 @@ def newest_value(folder, name):
     return None
 
 
+def newest_readable(folder):
+    """The prefix of the newest checkpoint in ``folder`` that reads (every tensor), with one
+    warning line naming the newer ones skipped and why; None when ``folder`` holds no
+    checkpoint file at all.
+
+    Raises:
+        Unreadable: the folder holds checkpoint files but none of them reads.
+    """
+    # Checkpoints that lost their index file are skipped too, and said so.
+    skipped = [(prefix, "no index file") for prefix in _without_index(folder)]
+    for prefix in candidates(folder):
+        reason = damage(prefix)
+        if reason is None:
+            newer = [(path, why) for path, why in skipped if _number(path) > _number(prefix)]
+            if newer:
+                logging.warning("Skipped %s; using %s instead",
+                                "; ".join(f"{path} ({why})" for path, why in newer), prefix)
+            return prefix
+        skipped.append((prefix, reason))
+    if not checkpoint_files(folder):
+        return None
+    raise Unreadable(folder, "; ".join(f"{os.path.basename(path)}: {why}"
+                                       for path, why in skipped) or "no index file")
+
+
 def restore(checkpoint, folder, check=None):
     """Restore ``checkpoint`` (a ``tf.train.Checkpoint``) from the newest readable
-    checkpoint in ``folder``.
+    checkpoint in ``folder`` (:func:`newest_readable`).
 
     Args:
         check: called with the prefix before its tensors are loaded (e.g. to refuse a
@@ -104,35 +189,18 @@ def restore(checkpoint, folder, check=None):
         the prefix restored, or None when ``folder`` holds no checkpoint file at all.
 
     Raises:
-        UserError: when the folder holds checkpoint files but none of them reads.
+        UserError: when the folder holds checkpoint files but none of them can be read.
     """
     for _ in range(_ATTEMPTS):
-        # Checkpoints that lost their index file are skipped too, and said so.
-        skipped = [(prefix, "no index file") for prefix in _without_index(folder)]
-        for prefix in candidates(folder):
-            reason = damage(prefix)
-            if reason is None:
-                if check is not None:
-                    check(prefix)
-                try:
-                    checkpoint.restore(prefix).expect_partial()
-                except tf.errors.NotFoundError:  # deleted between the check and the read
-                    break
-                newer = [(path, why) for path, why in skipped
-                         if _number(path) > _number(prefix)]
-                if newer:
-                    logging.warning("Skipped %s; restored %s instead",
-                                    "; ".join(f"{path} ({why})" for path, why in newer),
-                                    prefix)
-                return prefix
-            if os.path.exists(prefix + ".index"):
-                skipped.append((prefix, reason))
-        else:
-            break
-    if checkpoint_files(folder):
-        details = "; ".join(f"{os.path.basename(path)}: {why}" for path, why in skipped)
-        raise UserError(
-            f"{folder} holds checkpoint files but none of them can be read "
-            f"({details or 'no index file'}); restore them from a backup, or move the folder "
-            "away to start over")
-    return None
+        prefix = newest_readable(folder)
+        if prefix is None:
+            return None
+        if check is not None:
+            check(prefix)
+        try:
+            checkpoint.restore(prefix).expect_partial()
+            return prefix
+        except tf.errors.NotFoundError:  # deleted between the check and the read: again
+            continue
+    raise UserError(f"the checkpoints of {folder} kept disappearing while they were read; "
+                    "stop the process that deletes them, then run again")

@@ -20,7 +20,7 @@ from tftriplet import metrics, verification
 from . import checkpoints, collapse, datasets, files, pipelines
 from .errors import UserError, command
 from .network import build_plain_model, make_embed_step, make_loss_step
-from .run_folder import CHECKPOINT_DIRS, VERIFICATION_FILE
+from .run_folder import CHECKPOINT_DIRS, VERIFICATION_FILE, holds_checkpoints
 
 # Images per forward pass when only embeddings are needed: large enough to be quick,
 # small enough for any machine (~100 MB of first-layer activations in float32).
@@ -111,6 +111,10 @@ def restore_model(model_dir, params, checkpoint="latest"):
     model = build_plain_model(params)
     path = checkpoints.restore(tf.train.Checkpoint(model=model), folder)
     if not path:
+        if checkpoint == "best" and holds_checkpoints(model_dir):
+            raise UserError(f"no checkpoint in {folder}; run {command('train')} --model_dir "
+                            f"{model_dir} to rebuild it from {CHECKPOINT_DIRS['latest']}/ "
+                            "(if they still hold the best epoch), or use --checkpoint latest")
         raise UserError(f"no checkpoint in {folder}; train first: {command('train')} "
                         f"--model_dir {model_dir}")
     return model, path

@@ -100,7 +100,15 @@ def exclusive_lock(folder, lock_name, what="train.py"):
     """
     import fcntl
 
-    fd = os.open(os.path.join(folder, lock_name), os.O_RDWR | os.O_CREAT, 0o644)
+    path = os.path.join(folder, lock_name)
+    try:
+        # O_NOFOLLOW: a symbolic link planted as the lock file would have the pid written
+        # into (and the file truncated) wherever it points.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        what_is_there = "a symbolic link" if os.path.islink(path) else err.strerror
+        raise UserError(f"cannot use {path} as the lock file ({what_is_there}); remove it, "
+                        "then run again") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -41,6 +41,11 @@ CACHE_DIR = "cache"
 RETRIEVAL_DIR = "retrieval"
 LOCK_FILE = ".lock"
 
+_FOLDERS = (*CHECKPOINT_DIRS.values(), *SUMMARY_DIRS.values(), EXPORT_DIR, CACHE_DIR,
+            RETRIEVAL_DIR)
+_FILES = (TRAIN_LOG, RESOLVED_PARAMS_FILENAME, *METRICS_FILES.values(), TEST_BEST_FILE,
+          VERIFICATION_FILE, DATASET_FILE)
+
 # Keys that may change between a run and its resumption without changing what the
 # checkpoints mean (e.g. train for more epochs). num_labels only bounds the labels and P
 # (runs saved before it was taken from the data hold the old default, 10); a change of
@@ -92,6 +97,23 @@ def check_writable(model_dir):
                         "experiment to a folder you can write to")
 
 
+def check_layout(model_dir):
+    """Refuse a folder where a name of the layout is taken by the wrong kind of entry (a
+    file named ``checkpoints``, a folder named ``train.log``): a run would otherwise fail
+    half-way, or start over beside checkpoints it cannot see. Checked before anything is
+    written."""
+    for name in _FOLDERS:
+        path = os.path.join(model_dir, name)
+        if os.path.lexists(path) and not os.path.isdir(path):
+            raise UserError(f"{path} is not a folder, but the run keeps its {name}/ there; "
+                            "move it away (nothing was changed), then run again")
+    for name in _FILES:
+        path = os.path.join(model_dir, name)
+        if os.path.isdir(path):
+            raise UserError(f"{path} is a folder, but the run writes its file {name} there; "
+                            "move it away (nothing was changed), then run again")
+
+
 @contextlib.contextmanager
 def claimed(model_dir):
     """Hold ``model_dir`` for one training process: the folder is checked writable, locked
@@ -102,6 +124,7 @@ def claimed(model_dir):
     """
     check_writable(model_dir)
     with files.exclusive_lock(model_dir, LOCK_FILE):
+        check_layout(model_dir)
         # delay: the file appears with its first line.
         log_file = logging.FileHandler(os.path.join(model_dir, TRAIN_LOG), delay=True)
         log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -114,16 +137,13 @@ def claimed(model_dir):
             log_file.close()
 
 
-def check_resumable(params, model_dir, class_names):
-    """Refuse to resume a run trained with other params (other than
-    :data:`RESUMABLE_CHANGES`) or on other classes than ``class_names``.
-
-    Checked before anything is written, against ``params_resolved.json`` and
-    ``dataset.json``, whenever the folder holds any checkpoint file (the checkpoint's own
-    copy of the params is checked again when it is restored: :mod:`model.state`).
+def check_same_classes(model_dir, class_names):
+    """Refuse to resume a run trained on other classes than ``class_names`` (from
+    ``dataset.json``), before anything is written. The params are checked against the
+    checkpoint's own copy (:func:`model.state.resume_point`).
 
     Raises:
-        UserError: naming the changed keys or classes and the fix.
+        UserError: naming the classes and the fix.
     """
     if not holds_checkpoints(model_dir):
         return
@@ -134,15 +154,6 @@ def check_resumable(params, model_dir, class_names):
             f"{model_dir} was trained on {len(old)} classes ({first_names(old)}) "
             f"but the data now has {len(class_names)} ({first_names(class_names)}); pass the "
             "--data_dir it was trained on, or train in a new folder")
-    path = os.path.join(model_dir, RESOLVED_PARAMS_FILENAME)
-    record = files.read_json(path)
-    if record is None:
-        return  # the checkpoint's copy of the params decides
-    if not isinstance(record.get("params"), dict):
-        raise UserError(f"{path} holds no params but {model_dir} holds checkpoints; "
-                        "delete the damaged file (the checkpoints keep their own copy) or "
-                        "train in a new folder")
-    check_same_params(record["params"], params, model_dir)
 
 
 def check_same_params(saved, params, model_dir):

@@ -13,10 +13,11 @@ import os
 
 import tensorflow as tf
 
-from . import checkpoints, evaluation, run_folder
+from . import checkpoints, evaluation, files, run_folder
 from .distribute import is_chief, worker_checkpoint_dir
 from .errors import UserError
 from .network import build_model, make_embed_step, make_loss_step, make_optimizer
+from .params import RESOLVED_PARAMS_FILENAME
 
 
 def _params_json(params):
@@ -66,42 +67,75 @@ class Run:
         """(results, float32 embeddings) of the current weights on ``split`` (images, labels)."""
         return evaluation.evaluate(self.embed_step, self.loss_step, self.params, *split)
 
-    def restore_latest(self):
-        """Restore the newest readable training checkpoint; returns its path or None.
+    def restore(self, prefix):
+        """Restore the checkpoint at ``prefix`` (from :func:`resume_point`; None: nothing).
 
-        ``checkpoints/`` first; when it holds files but none reads (e.g. killed while the
-        very first epoch's checkpoint was written), ``best/``, which holds a complete
-        training checkpoint saved just before. The params stored in the checkpoint are
-        checked before its tensors are loaded, and the best score is the larger of the
-        restored one and ``best/``'s (``best/`` is never replaced by a worse epoch).
-
-        Raises:
-            UserError: no checkpoint reads although some exist, or they were trained
-                with other params.
+        A checkpoint of ``best/`` that is newer than every one of ``checkpoints/`` is saved
+        there too, so that ``checkpoints/`` holds the resume point again. The best score is
+        the larger of the restored one and ``best/``'s: ``best/`` is never replaced by a
+        worse epoch.
         """
-        latest, best = (os.path.join(self.model_dir, run_folder.CHECKPOINT_DIRS[kind])
-                        for kind in ("latest", "best"))
-        try:
-            path = checkpoints.restore(self.checkpoint, latest, self._check_saved_params)
-        except UserError as err:
-            path = checkpoints.restore(self.checkpoint, best, self._check_saved_params)
-            if path is None:
-                raise err from None
-            logging.warning("No checkpoint in %s reads; resumed from %s", latest, path)
-            self.save("latest")  # so that checkpoints/ holds a readable one again
-        if path:
-            self.params_json.assign(_params_json(self.params))
-            best_score = checkpoints.newest_value(best, "best_score")
-            if best_score is not None and best_score > self.best_score.numpy():
-                self.best_score.assign(best_score)
-        return path
-
-    def _check_saved_params(self, prefix):
-        saved = checkpoints.value(prefix, "params")
-        if saved is not None:
-            run_folder.check_same_params(json.loads(saved.decode()), self.params,
-                                         self.model_dir)
+        if prefix is None:
+            return None
+        self.checkpoint.restore(prefix).expect_partial()
+        self.params_json.assign(_params_json(self.params))
+        if os.path.dirname(prefix) != self._folder("latest"):
+            logging.warning("Resumed from %s: %s holds no newer checkpoint that reads", prefix,
+                            self._folder("latest"))
+            self.save("latest")
+        best_score = checkpoints.newest_value(self._folder("best"), "best_score")
+        if best_score is not None and best_score > self.best_score.numpy():
+            self.best_score.assign(best_score)
+        return prefix
 
     def save(self, kind):
         """Save the state as the epoch's checkpoint in ``checkpoints/`` or ``best/``."""
         self.managers[kind].save(checkpoint_number=int(self.epoch.numpy()))
+
+
+def resume_point(params, model_dir, strategy=None):
+    """The checkpoint a run in ``model_dir`` resumes from: the newest one that reads,
+    in ``checkpoints/`` or ``best/`` (a deleted or damaged ``checkpoints/`` never sends a
+    run back to epoch 0 while ``best/`` holds a later epoch); None for a new run.
+
+    Its params are checked before anything is restored or repaired: those stored in the
+    checkpoint decide (``params_resolved.json`` is only a record, consulted for
+    checkpoints saved before they carried their params).
+
+    Raises:
+        UserError: checkpoint files exist but none reads, or they were trained with
+            other params.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    found, unreadable = [], []
+    for kind in ("latest", "best"):
+        folder = worker_checkpoint_dir(
+            os.path.join(model_dir, run_folder.CHECKPOINT_DIRS[kind]), strategy)
+        try:
+            prefix = checkpoints.newest_readable(folder)
+        except checkpoints.Unreadable as err:
+            unreadable.append(err)
+            continue
+        if prefix is not None:
+            found.append(prefix)
+    if not found:
+        if len(unreadable) > 1:
+            details = "; ".join(f"{os.path.basename(err.folder)}/{err.details}"
+                                for err in unreadable)
+            raise UserError(f"{model_dir} holds checkpoint files but none of them can be read "
+                            f"({details}); restore them from a backup, or move the folder "
+                            "away to start over")
+        if unreadable:
+            raise unreadable[0]
+        return None
+    # Epoch numbers name the checkpoints; on a tie checkpoints/ (listed first) wins.
+    prefix = max(found, key=lambda path: int(path.rsplit("-", 1)[1]))
+    saved = checkpoints.value(prefix, "params")
+    if saved is not None:
+        saved = json.loads(saved.decode())
+    else:
+        record = files.read_json(os.path.join(model_dir, RESOLVED_PARAMS_FILENAME)) or {}
+        saved = record.get("params") if isinstance(record.get("params"), dict) else None
+    if saved is not None:
+        run_folder.check_same_params(saved, params, model_dir)
+    return prefix

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from . import (checkpoints, collapse, datasets, evaluation, export, files, pipelines,
-               run_folder, summaries, test_hooks)
+               run_folder, state, summaries, test_hooks)
 from .distribute import is_chief, worker_checkpoint_dir
 from .errors import UserError
 from .network import build_plain_model, make_embed_step, make_train_step
@@ -59,14 +59,15 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
     with run_folder.claimed(model_dir) if chief else contextlib.nullcontext():
         data = datasets.for_training(params, data_dir, model_dir)
         params = data.params
-        run_folder.check_resumable(params, model_dir, data.class_names)
+        run_folder.check_same_classes(model_dir, data.class_names)
+        resume_from = state.resume_point(params, model_dir, strategy)
         logging.info("Training %s (%s, margin %s) on %s", model_dir, params.triplet_strategy,
                      params.margin, data_dir)
         seed_everything(params.seed)
         _repair(model_dir, strategy)
         run = Run(params, model_dir, strategy,
                   pipelines.steps_per_epoch(len(data.train[1]), params))
-        restored = run.restore_latest()
+        restored = run.restore(resume_from)
         if chief:
             save_params(params, model_dir)
             datasets.save_record(data, model_dir)
@@ -78,12 +79,36 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
 
 def _repair(model_dir, strategy):
     """Undo what a crash can leave on disk before anything reads it: checkpoint state
-    files that name missing checkpoints, an export's temporary folders."""
+    files that name missing checkpoints, the temporary folders of a checkpoint or an
+    export that was being written."""
     for folder in run_folder.CHECKPOINT_DIRS.values():
-        checkpoints.repair_state(worker_checkpoint_dir(os.path.join(model_dir, folder),
-                                                       strategy))
+        folder = worker_checkpoint_dir(os.path.join(model_dir, folder), strategy)
+        checkpoints.remove_leftovers(folder)
+        checkpoints.repair_state(folder)
     if is_chief(strategy):
         export.remove_leftovers(model_dir)
+        _rebuild_best(model_dir)
+
+
+def _rebuild_best(model_dir):
+    """Put the best epoch's checkpoint back into ``best/`` when ``best/`` lost it (deleted
+    by hand, say) and ``checkpoints/`` still holds that epoch; else say what can be done."""
+    best_dir = os.path.join(model_dir, run_folder.CHECKPOINT_DIRS["best"])
+    record = files.read_json(metrics_path(model_dir, "best")) or {}
+    if (run_folder.checkpoint_files(best_dir) or not run_folder.holds_checkpoints(model_dir)
+            or not isinstance(record.get("epoch"), int)):
+        return
+    source = os.path.join(model_dir, run_folder.CHECKPOINT_DIRS["latest"],
+                          f"{run_folder.CHECKPOINT_PREFIX}-{record['epoch']}")
+    if os.path.exists(source + ".index") and checkpoints.damage(source) is None:
+        checkpoints.copy_checkpoint(source, best_dir)
+        logging.warning("Rebuilt %s from %s (epoch %d)", best_dir, source, record["epoch"])
+    else:
+        logging.warning(
+            "%s lost the checkpoint of the best epoch (%d, MAP@R %s) and %s no longer holds "
+            "it: only an epoch that beats it will be saved there; meanwhile use --checkpoint "
+            "latest", best_dir, record["epoch"], record.get("map_at_r", math.nan),
+            os.path.dirname(source))
 
 
 def _train(run, data, restored):

@@ -69,12 +69,12 @@ def test_other_classes_than_the_recorded_ones_are_refused(folders, tmp_path):
     other = write_image_folders(tmp_path / "other", num_train=30, num_test=10, num_classes=3,
                                 size=16)
     other_data = datasets.load(FOLDER_PARAMS, other, model_dir)
-    run_folder.check_resumable(other_data.params, model_dir, other_data.class_names)  # no run
+    run_folder.check_same_classes(model_dir, other_data.class_names)  # no run
     os.makedirs(os.path.join(model_dir, "checkpoints"))
     open(os.path.join(model_dir, "checkpoints", "ckpt-1.index"), "w").close()
     with pytest.raises(UserError, match=r"trained on 4 classes \(class_0, class_1, class_2, "
                                         r"\.\.\.\) but the data now has 3"):
-        run_folder.check_resumable(other_data.params, model_dir, other_data.class_names)
+        run_folder.check_same_classes(model_dir, other_data.class_names)
 
 
 def test_the_test_split_alone(folders, tmp_path):

@@ -102,3 +102,20 @@ def test_the_lock_is_not_reentrant(tmp_path):
         assert result.returncode == 1 and "in use by another train.py" in result.stderr
     with files.exclusive_lock(str(tmp_path), ".lock"):
         pass  # released
+
+
+def test_a_lock_file_planted_as_a_symlink_is_refused_and_its_target_untouched(tmp_path):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    os.symlink(target, tmp_path / ".lock")
+    with pytest.raises(UserError, match=r"\.lock as the lock file \(a symbolic link\); remove it"):
+        with files.exclusive_lock(str(tmp_path), ".lock"):
+            pass
+    assert target.read_text() == "keep me"
+
+
+def test_a_lock_file_that_is_a_folder_is_one_line(tmp_path):
+    (tmp_path / ".lock").mkdir()
+    with pytest.raises(UserError, match=r"cannot use .*\.lock as the lock file \(Is a directory\)"):
+        with files.exclusive_lock(str(tmp_path), ".lock"):
+            pass

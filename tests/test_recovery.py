@@ -56,6 +56,11 @@ def weights(model_dir):
     return model.get_weights()
 
 
+def weights_of_best(model_dir):
+    model, _ = evaluation.restore_model(str(model_dir), tiny_params(), "best")
+    return model.get_weights()
+
+
 def record(model_dir, kind="last"):
     values = json.loads((model_dir / f"metrics_eval_{kind}.json").read_text())
     values.pop("train_minutes")
@@ -212,9 +217,12 @@ def test_a_bad_state_file_neither_restarts_nor_bypasses_the_params_guard(
     os.remove(model_dir / "params_resolved.json")
     with pytest.raises(UserError, match=r"margin: 0.5 -> 0.3"):
         training.train_and_evaluate(tiny_params(margin=0.3), str(model_dir), finished[1])
-    before = sorted(os.listdir(model_dir / "checkpoints"))
+    # Refused before any repair: the folder is as it was.
+    assert (model_dir / "checkpoints" / "checkpoint").exists() == (state == "garbage")
+    before = set(os.listdir(model_dir / "checkpoints")) | {"checkpoint"}
     results = training.train_and_evaluate(tiny_params(), str(model_dir), finished[1])
-    assert sorted(os.listdir(model_dir / "checkpoints")) == before  # finished: nothing trained
+    assert set(os.listdir(model_dir / "checkpoints")) == before  # finished: nothing trained
+    assert tf.train.get_checkpoint_state(str(model_dir / "checkpoints")).model_checkpoint_path
     assert results["map_at_r"] == pytest.approx(record(finished[0])["map_at_r"])
 
 
@@ -231,18 +239,108 @@ def test_unreadable_latest_checkpoints_resume_from_best(finished, tmp_path):
     assert record(model_dir) == record(finished[0])
 
 
-def test_checkpoint_files_that_all_fail_stop_the_run_without_touching_them(finished, tmp_path):
+def folder_bytes(*folders):
+    return {str(path): path.read_bytes() for folder in folders for path in folder.rglob("*")
+            if path.is_file()}
+
+
+@pytest.mark.parametrize("garbage", ["indexes", "everything"])
+def test_checkpoint_files_that_all_fail_stop_the_run_without_touching_them(finished, tmp_path,
+                                                                           garbage):
     model_dir = copy_run(finished, tmp_path)
     for folder in ("checkpoints", "best"):
-        for name in run_folder.checkpoint_files(str(model_dir / folder)):
-            if name.endswith(".index"):
+        for name in os.listdir(model_dir / folder):
+            if garbage == "everything":  # the state files too
+                (model_dir / folder / name).write_bytes(os.urandom(100))
+            elif name.endswith(".index"):
                 truncate(model_dir / folder / name)
-    before = {name: (model_dir / "checkpoints" / name).read_bytes()
-              for name in os.listdir(model_dir / "checkpoints")}
-    with pytest.raises(UserError, match="holds checkpoint files but none of them can be read"):
-        training.train_and_evaluate(tiny_params(), str(model_dir), finished[1])
-    assert {name: (model_dir / "checkpoints" / name).read_bytes()
-            for name in os.listdir(model_dir / "checkpoints")} == before
+    before = folder_bytes(model_dir / "checkpoints", model_dir / "best")
+    result = train_cli(model_dir, finished[1])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "holds checkpoint files but none of them can be read" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "checkpoints/ckpt-2" in result.stderr and "best/ckpt-2" in result.stderr
+    assert folder_bytes(model_dir / "checkpoints", model_dir / "best") == before
+
+
+def test_a_deleted_checkpoints_folder_resumes_from_best_not_from_scratch(finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path)
+    shutil.rmtree(model_dir / "checkpoints")
+    best_epoch = record(finished[0], "best")["epoch"]
+    result = train_cli(model_dir, finished[1])
+    assert result.returncode == 0, result.stderr
+    assert "Untrained" not in result.stderr
+    assert f"ckpt-{best_epoch}" in result.stderr
+    for a, b in zip(weights(model_dir), weights(finished[0])):
+        np.testing.assert_array_equal(a, b)
+    assert record(model_dir) == record(finished[0])
+    assert record(model_dir, "best") == record(finished[0], "best")
+
+
+def test_checkpoints_replaced_by_a_file_is_refused_and_best_untouched(finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path)
+    shutil.rmtree(model_dir / "checkpoints")
+    (model_dir / "checkpoints").write_text("not a folder")
+    before = folder_bytes(model_dir)
+    result = train_cli(model_dir, finished[1])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {model_dir / 'checkpoints'} is not a folder, but the run keeps its "
+        "checkpoints/ there; move it away (nothing was changed), then run again"]
+    after = folder_bytes(model_dir)
+    after.pop(str(model_dir / run_folder.LOCK_FILE))
+    before.pop(str(model_dir / run_folder.LOCK_FILE))
+    assert after == before
+
+
+def test_a_deleted_best_folder_is_rebuilt_from_the_checkpoints(finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path)
+    shutil.rmtree(model_dir / "best")
+    result = train_cli(model_dir, finished[1])
+    assert result.returncode == 0 and "Rebuilt" in result.stderr, result.stderr
+    for a, b in zip(weights_of_best(model_dir), weights_of_best(finished[0])):
+        np.testing.assert_array_equal(a, b)
+    assert evaluation.restore_model(str(model_dir), tiny_params(), "best")[1] == str(
+        model_dir / "best" / f"ckpt-{record(finished[0], 'best')['epoch']}")
+
+
+def test_a_best_folder_that_cannot_be_rebuilt_says_what_can_be_done(finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path)
+    shutil.rmtree(model_dir / "best")
+    best_epoch = record(finished[0], "best")["epoch"]
+    for name in run_folder.checkpoint_files(str(model_dir / "checkpoints")):
+        if name.startswith(f"ckpt-{best_epoch}.") and best_epoch != 2:
+            os.remove(model_dir / "checkpoints" / name)
+    if best_epoch == 2:  # the last epoch is the resume point: pretend an older best
+        values = json.loads((model_dir / "metrics_eval_best.json").read_text())
+        (model_dir / "metrics_eval_best.json").write_text(json.dumps({**values, "epoch": 7}))
+    result = train_cli(model_dir, finished[1])
+    assert result.returncode == 0
+    assert "lost the checkpoint of the best epoch" in result.stderr
+    result = run_script("evaluate.py", "--model_dir", str(model_dir), "--data_dir",
+                        finished[1], "--checkpoint", "best")
+    assert result.returncode == 2 and "use --checkpoint latest" in result.stderr
+
+
+def test_a_checkpoint_writer_killed_mid_write_leaves_no_temp_folder_after_a_rerun(
+        finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path)
+    for folder in ("checkpoints", "best"):
+        leftover = model_dir / folder / "ckpt-3_temp"
+        leftover.mkdir()
+        (leftover / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"half")
+    assert train_cli(model_dir, finished[1]).returncode == 0
+    assert not list(model_dir.rglob("*_temp"))
+
+
+def test_a_garbage_state_file_is_repaired_quietly(finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path)
+    (model_dir / "checkpoints" / "checkpoint").write_bytes(os.urandom(64))
+    result = train_cli(model_dir, finished[1])
+    assert result.returncode == 0
+    assert "deprecated" not in result.stderr and "Checkpoint ignored" not in result.stderr
+    assert tf.train.get_checkpoint_state(str(model_dir / "checkpoints")).model_checkpoint_path
 
 
 @pytest.mark.parametrize("change", [{"margin": 0.3}, {"embedding_size": 16}])
@@ -267,7 +365,7 @@ def test_a_lost_best_record_keeps_the_best_score_and_is_rewritten(finished, tmp_
         best_file.write_text("{")
     set_epochs(model_dir, 3)
     run = state.Run(tiny_params(num_epochs=3), str(model_dir))
-    run.restore_latest()
+    run.restore(state.resume_point(tiny_params(num_epochs=3), str(model_dir)))
     assert run.best_score.numpy() == pytest.approx(original["map_at_r"])
     training.train_and_evaluate(tiny_params(num_epochs=3), str(model_dir), finished[1])
     rewritten = json.loads(best_file.read_text())

@@ -73,22 +73,6 @@ def test_checkpoint_files_are_found_by_name(tmp_path):
     assert run_folder.checkpoint_number("checkpoint") is None
 
 
-def test_resuming_with_other_params_is_refused_naming_every_change(tmp_path):
-    model_dir = str(tmp_path)
-    saved = Params().replace(margin=0.2, num_epochs=3)
-    with open(os.path.join(model_dir, RESOLVED_PARAMS_FILENAME), "w") as f:
-        json.dump({"params": saved.to_dict()}, f)
-    changed = saved.replace(margin=0.3, learning_rate=0.01, num_epochs=9)
-    run_folder.check_resumable(changed, model_dir, None)  # no checkpoint: a new run
-    add_checkpoint_file(model_dir, "best")
-    with pytest.raises(UserError, match=r"other params \(learning_rate: 0.001 -> 0.01, "
-                                        r"margin: 0.2 -> 0.3\)"):
-        run_folder.check_resumable(changed, model_dir, None)
-    # num_epochs (and the other RESUMABLE_CHANGES) may change.
-    run_folder.check_resumable(saved.replace(num_epochs=9, keep_checkpoint_max=2), model_dir,
-                               None)
-
-
 def test_runs_saved_before_new_keys_existed_still_resume():
     saved = {key: value for key, value in Params().to_dict().items()
              if key not in ("num_conv_blocks", "image_channels", "resize", "augment_flip")}
@@ -99,15 +83,19 @@ def test_runs_saved_before_new_keys_existed_still_resume():
         run_folder.check_same_params(saved, Params().replace(num_conv_blocks=3), "DIR")
 
 
-def test_a_damaged_resolved_params_file_defers_to_the_checkpoint_or_says_so(tmp_path):
-    model_dir = str(tmp_path)
-    add_checkpoint_file(model_dir)
-    path = os.path.join(model_dir, RESOLVED_PARAMS_FILENAME)
-    open(path, "w").write("{not json")
-    run_folder.check_resumable(Params(), model_dir, None)  # the checkpoint's copy decides
-    open(path, "w").write('{"versions": {}}')
-    with pytest.raises(UserError, match="holds no params but .* holds checkpoints"):
-        run_folder.check_resumable(Params(), model_dir, None)
+@pytest.mark.parametrize("name, kind", [("checkpoints", "file"), ("best", "file"),
+                                        ("eval", "file"), ("train.log", "folder"),
+                                        ("metrics_eval_last.json", "folder")])
+def test_a_layout_name_taken_by_the_wrong_kind_of_entry_is_refused_before_any_write(
+        tmp_path, name, kind):
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    (model_dir / name).mkdir() if kind == "folder" else (model_dir / name).write_text("x")
+    before = sorted(os.listdir(model_dir))
+    with pytest.raises(UserError, match=f"{name} is (not )?a folder.*move it away"):
+        with run_folder.claimed(str(model_dir)):
+            pass
+    assert sorted(os.listdir(model_dir)) == sorted(before + [run_folder.LOCK_FILE])
 
 
 def test_every_file_a_run_writes_is_named_once_in_the_layout():
