@@ -10,7 +10,6 @@
   :func:`tftriplet.verification.calibrate_verification`.
 """
 
-import json
 import os
 
 import numpy as np
@@ -158,16 +157,30 @@ def write_verification(model_dir, embeddings, labels, params, epoch):
     return record
 
 
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def load_verification(model_dir):
+    """The record of ``model_dir/verification.json``; None when it is missing, unreadable or
+    damaged (a threshold or an accuracy that is not a finite number, no epoch)."""
+    record = files.read_json(os.path.join(model_dir, VERIFICATION_FILE))
+    if (record is None or not _number(record.get("threshold"))
+            or not _number(record.get("held_out_accuracy"))
+            or not isinstance(record.get("epoch"), int) or isinstance(record["epoch"], bool)):
+        return None
+    return record
+
+
 def read_verification(model_dir):
-    """The record of ``model_dir/verification.json``.
+    """:func:`load_verification`, required.
 
     Raises:
-        UserError: when it is missing or unreadable.
+        UserError: when it is missing, unreadable or damaged.
     """
-    path = os.path.join(model_dir, VERIFICATION_FILE)
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        raise UserError(f"no calibrated threshold in {path}; train (or resume) the run to "
-                        "write it") from None
+    record = load_verification(model_dir)
+    if record is None:
+        raise UserError(f"no valid calibrated threshold in "
+                        f"{os.path.join(model_dir, VERIFICATION_FILE)}; run "
+                        f"{command('train')} --model_dir {model_dir} again to (re)write it")
+    return record

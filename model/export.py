@@ -13,7 +13,7 @@ import tempfile
 
 import tensorflow as tf
 
-from . import files, test_hooks
+from . import checkpoints, files, test_hooks
 from .errors import UserError, command
 from .network import input_shape
 from .run_folder import EXPORT_DIR
@@ -83,10 +83,13 @@ def remove_leftovers(model_dir):
 
 
 def exported_epoch(model_dir):
-    """The epoch whose network ``model_dir/export`` holds, or None if there is no complete one."""
+    """The epoch whose network ``model_dir/export`` holds, or None if there is no complete
+    one: ``source.json`` or ``saved_model.pb`` missing, or weights that do not read back
+    (a damaged export is then replaced by the next ``train.py``)."""
     path = os.path.join(model_dir, EXPORT_DIR)
     source = files.read_json(os.path.join(path, SOURCE_FILE))
-    if source is None or not os.path.isfile(os.path.join(path, "saved_model.pb")):
+    if (source is None or not os.path.isfile(os.path.join(path, "saved_model.pb"))
+            or checkpoints.damage(os.path.join(path, "variables", "variables")) is not None):
         return None
     return source.get("epoch")
 
@@ -96,10 +99,11 @@ def load_exported(model_dir):
     path = os.path.join(model_dir, EXPORT_DIR)
     if exported_epoch(model_dir) is None:
         raise UserError(f"no complete exported model in {path}; run {command('train')} "
-                        f"--model_dir {model_dir} to finish training and export it")
+                        f"--model_dir {model_dir} to finish training and export it (again)")
     try:
         return tf.saved_model.load(path)
-    except (tf.errors.OpError, ValueError, OSError) as err:
+    # The checkpoint reader under it raises IndexError for a truncated file.
+    except (tf.errors.OpError, ValueError, OSError, IndexError) as err:
         message = " ".join(str(getattr(err, "message", err)).split())[:200]
         raise UserError(f"{path} cannot be loaded ({message}); delete it and run "
                         f"{command('train')} --model_dir {model_dir} to export it again") from None

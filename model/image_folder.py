@@ -14,10 +14,15 @@ least two images is held out as the test split.
 
 What is not clean is reported and left out rather than stopping the run (one line each,
 so that one bad file among 200,000 does not cost a day): files without an image suffix,
-files that do not decode (checked once by decoding each of them; broken symlinks, empty,
+files that are not regular files (a FIFO blocks ``open``, ``/dev/zero`` never ends:
+never opened), files whose paths are not UTF-8 (TensorFlow cannot take them), images
+above :data:`model.images.MAX_PIXELS` (their header is read, they are not decoded), files
+that do not decode (checked once by decoding each of them; broken symlinks, empty,
 truncated or non-image content), and empty class folders. Symlinked folders and files are
 followed (a folder seen twice through links is read once). A class with one train image
-has no positive pair: it is kept as a source of negatives, with a warning.
+has no positive pair: it is kept as a source of negatives, with a warning. A class folder
+whose name is not UTF-8 is an error: the class names are written to ``dataset.json``,
+``metadata.tsv`` and pictures, and leaving a whole class out would change the task.
 
 The images are decoded on the fly by :func:`model.images.load`; nothing is held in
 memory but the file names (see :class:`ImageFiles`).
@@ -25,6 +30,7 @@ memory but the file names (see :class:`ImageFiles`).
 
 import logging
 import os
+from multiprocessing.pool import ThreadPool
 
 import numpy as np
 
@@ -71,30 +77,53 @@ def is_folder_dataset(data_dir):
 
 
 def _first_names_in(paths, root):
-    """:func:`first_names` of ``paths``, relative to ``root``."""
-    return first_names([os.path.relpath(path, root) for path in paths])
+    """:func:`first_names` of ``paths``, relative to ``root``, printable."""
+    return first_names([image_ops.printable(os.path.relpath(path, root)) for path in paths])
+
+
+def _is_utf8(path):
+    """Whether ``path`` (a str from the file system) was UTF-8 on disk."""
+    # Python decodes the bytes of a name that are not UTF-8 to lone surrogates.
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _entries(folder):
+    """The entries of ``folder``, sorted by name."""
+    try:
+        return sorted(os.scandir(folder), key=lambda entry: entry.name)
+    except OSError as err:
+        raise UserError(f"cannot read {image_ops.printable(folder)} ({err.strerror}); check "
+                        "its permissions") from None
 
 
 def _walk_files(folder, seen):
-    """Every file below ``folder``, sorted, following symlinks; a folder reached twice
-    (a link loop, or two links to one folder) is read once."""
+    """Every entry below ``folder`` that is not a folder (``os.DirEntry``), sorted,
+    following symlinks; a folder reached twice (a link loop, or two links to one folder)
+    is read once."""
     found = []
     real = os.path.realpath(folder)
     if real in seen:
         return found
     seen.add(real)
-    try:
-        entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
-    except OSError as err:
-        raise UserError(f"cannot read {folder} ({err.strerror}); check its permissions") from None
-    for entry in entries:
+    for entry in _entries(folder):
         if entry.name.startswith("."):
             continue  # .DS_Store, editor swap files, partial downloads
         if entry.is_dir():  # follows symlinks
             found.extend(_walk_files(entry.path, seen))
         else:
-            found.append(entry.path)
+            found.append(entry)
     return found
+
+
+def _is_special(entry):
+    """Whether ``entry`` is a FIFO, device or socket, or a link to one."""
+    # is_file() needs no system call for a regular file; a broken link is not special:
+    # it fails to decode, and is reported with the files that do not decode.
+    return not entry.is_file() and os.path.exists(entry.path)
 
 
 def scan_classes(split_dir):
@@ -102,38 +131,62 @@ def scan_classes(split_dir):
 
     Returns:
         dict class name -> sorted list of image paths, for the classes with at least one
-        file with an image suffix (empty folders are reported and left out).
+        file with an image suffix (empty folders are reported and left out). Files that
+        are not regular, or whose paths are not UTF-8, are reported and left out.
 
     Raises:
-        UserError: no class folder, or images directly in ``split_dir``.
+        UserError: no class folder, images directly in ``split_dir``, or a path that is not
+            UTF-8 (``split_dir``'s or a class folder's).
     """
+    if not _is_utf8(split_dir):
+        raise UserError(f"{image_ops.printable(split_dir)}: the path is not UTF-8, which "
+                        "TensorFlow needs; rename the folders on it in UTF-8")
     if not os.path.isdir(split_dir):
         raise UserError(f"{split_dir} is not a folder; put one folder per class in it")
-    entries = sorted(os.scandir(split_dir), key=lambda entry: entry.name)
+    entries = _entries(split_dir)
     loose = [entry.path for entry in entries
              if entry.is_file() and entry.name.lower().endswith(image_ops.IMAGE_SUFFIXES)]
     if loose:
         raise UserError(f"{split_dir} holds images outside class folders "
                         f"({_first_names_in(loose, split_dir)}); move each into "
                         f"{split_dir}/<class name>/")
-    classes, empty, ignored = {}, [], []
-    for entry in entries:
-        if entry.name.startswith(".") or not entry.is_dir():
-            continue
+    folders = [entry for entry in entries if not entry.name.startswith(".") and entry.is_dir()]
+    misnamed = [entry.path for entry in folders if not _is_utf8(entry.name)]
+    if misnamed:
+        raise UserError(f"{split_dir} holds class folders whose names are not UTF-8 "
+                        f"({_first_names_in(misnamed, split_dir)}); rename them in UTF-8: "
+                        "the class names are written to dataset.json, metadata.tsv and "
+                        "pictures")
+    classes, empty, ignored, special, not_utf8 = {}, [], [], [], []
+    for folder in folders:
+        paths = []
         # Loops are cut per class: a link into another class folder keeps this folder's
         # class for what it reaches (the user linked it there).
-        files = _walk_files(entry.path, set())
-        paths = [path for path in files if path.lower().endswith(image_ops.IMAGE_SUFFIXES)]
-        ignored.extend(path for path in files
-                       if not path.lower().endswith(image_ops.IMAGE_SUFFIXES))
+        for entry in _walk_files(folder.path, set()):
+            if not entry.name.lower().endswith(image_ops.IMAGE_SUFFIXES):
+                ignored.append(entry.path)
+            elif _is_special(entry):
+                special.append(entry.path)
+            elif not _is_utf8(entry.path):
+                not_utf8.append(entry.path)
+            else:
+                paths.append(entry.path)
         if paths:
-            classes[entry.name] = paths
+            classes[folder.name] = paths
         else:
-            empty.append(entry.path)
+            empty.append(folder.path)
     if ignored:
         logging.warning("Ignored %d file(s) without an image suffix (%s) in %s: %s",
                         len(ignored), "/".join(image_ops.IMAGE_SUFFIXES), split_dir,
                         _first_names_in(ignored, split_dir))
+    if special:
+        logging.warning("Skipped %d file(s) that are not regular files (FIFOs, devices, "
+                        "sockets) in %s: %s", len(special), split_dir,
+                        _first_names_in(special, split_dir))
+    if not_utf8:
+        logging.warning("Skipped %d file(s) whose paths are not UTF-8 in %s: %s; rename them "
+                        "to use them (TensorFlow reads only UTF-8 paths)", len(not_utf8),
+                        split_dir, _first_names_in(not_utf8, split_dir))
     if empty:
         logging.warning("Ignored %d class folder(s) without images in %s: %s", len(empty),
                         split_dir, _first_names_in(empty, split_dir))
@@ -143,40 +196,70 @@ def scan_classes(split_dir):
     return classes
 
 
+def _header_size(path):
+    """:func:`model.images.header_size` of the file ``path``; None where it is not a
+    regular file, cannot be read, or has no image header."""
+    try:
+        with image_ops.open_regular(path) as file:
+            return image_ops.header_size(file)
+    except OSError:
+        return None
+
+
 def decodable(paths, parallel=4):
-    """Which files decode as images, and their sizes: each file is read and decoded once.
+    """Which files decode as images, and their sizes: the header of each file is read,
+    then those of at most :data:`model.images.MAX_PIXELS` are read and decoded once.
 
     Returns:
-        (bool [N], int [N, 2] height and width; 0 where the file does not decode).
+        (bool [N] decodes, int [N, 2] height and width (0 where the file does not decode),
+        bool [N] too large: above MAX_PIXELS, not decoded).
     """
     import tensorflow as tf
 
     count = len(paths)
     ok = np.zeros(count, bool)
     sizes = np.zeros((count, 2), np.int64)
-    if not count:
-        return ok, sizes
+    too_large = np.zeros(count, bool)
+    # Threads overlap the opening of files on a network file system; in chunks, they cost
+    # nothing on a local disk (about 20 us a file).
+    with ThreadPool(parallel) as pool:
+        headers = pool.map(_header_size, paths, chunksize=64)
+    candidates = []
+    for index, header in enumerate(headers):
+        if header is not None and header[2] > image_ops.MAX_PIXELS:
+            too_large[index] = True
+        elif header is not None:
+            candidates.append(index)
+    if not candidates:
+        return ok, sizes, too_large
 
     def size_of(index, path):
         # decode_image is what can fail in image_ops.decode; its channel conversions cannot.
         return index, tf.shape(tf.io.decode_image(tf.io.read_file(path),
                                                   expand_animations=False))[:2]
 
-    dataset = (tf.data.Dataset.from_tensor_slices((np.arange(count), list(paths)))
+    dataset = (tf.data.Dataset.from_tensor_slices((np.array(candidates, np.int64),
+                                                   [paths[i] for i in candidates]))
                .map(size_of, num_parallel_calls=parallel)
                .ignore_errors()
                .batch(_CHECK_BATCH))
     for index, size in dataset.as_numpy_iterator():
         ok[index] = True
         sizes[index] = size
-    return ok, sizes
+    return ok, sizes, too_large
 
 
 def _keep_decodable(classes, split_dir, parallel):
     paths = [path for files in classes.values() for path in files]
-    ok, sizes = decodable(paths, parallel)
-    if not ok.all():
-        bad = [path for path, good in zip(paths, ok) if not good]
+    ok, sizes, too_large = decodable(paths, parallel)
+    if too_large.any():
+        large = [path for path, refused in zip(paths, too_large) if refused]
+        logging.warning("Skipped %d file(s) of %d larger than %s pixels (the limit that "
+                        "bounds the memory of decoding one) in %s: %s; shrink them to use "
+                        "them", len(large), len(paths), f"{image_ops.MAX_PIXELS:,}", split_dir,
+                        _first_names_in(large, split_dir))
+    bad = [path for path, good, refused in zip(paths, ok, too_large) if not (good or refused)]
+    if bad:
         logging.warning("Skipped %d file(s) of %d that do not decode as images in %s: %s",
                         len(bad), len(paths), split_dir, _first_names_in(bad, split_dir))
     good = {path for path, keep in zip(paths, ok) if keep}

@@ -339,11 +339,15 @@ def params_from_dict(values, source="params"):
     return params
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
 def _unique_keys(pairs):
     keys = [key for key, _ in pairs]
     duplicates = sorted({key for key in keys if keys.count(key) > 1})
     if duplicates:
-        raise ValueError(f"key '{duplicates[0]}' appears twice")
+        raise _DuplicateKey(f"key '{duplicates[0]}' appears twice")
     return dict(pairs)
 
 
@@ -360,18 +364,24 @@ def read_params_file(path):
             f"no params file at {path}; write {{}} there for every default, or copy the "
             "params.json of one of the project's experiments/ (e.g. base_model)")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             values = json.load(f, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         raise UserError(
             f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: "
             f"{err.msg}); fix the file") from None
-    except ValueError as err:
+    except _DuplicateKey as err:
         raise UserError(f"{path}: {err}; keep one of them") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not UTF-8 text (at byte offset {err.start}); save it as UTF-8 "
+                        "JSON") from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise UserError(f"{path} holds a value that cannot be read ({err}); fix the "
+                        "file") from None
     except RecursionError:
         raise UserError(f"{path} is nested too deeply to be params; it must be one flat "
                         "JSON object") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise UserError(f"cannot read {path}: {err}") from None
     return path, values
 

@@ -288,8 +288,8 @@ def _export_and_calibrate(run, test, embeddings):
     params, model_dir = run.params, run.model_dir
     epoch = int(run.epoch.numpy())
     exported = export.exported_epoch(model_dir) == epoch
-    verification = files.read_json(os.path.join(model_dir, run_folder.VERIFICATION_FILE))
-    calibrated = verification is not None and verification.get("epoch") == epoch
+    verification = evaluation.load_verification(model_dir)
+    calibrated = verification is not None and verification["epoch"] == epoch
     if exported and calibrated:
         return
     if not exported:

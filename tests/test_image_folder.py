@@ -2,12 +2,15 @@
 
 import logging
 import os
+import stat
+import struct
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from conftest import write_image_folders
+from test_images import blank_png, call_unless_blocked_on, run_bounded
 from model import image_folder
 from model.errors import UserError
 from model.params import Params
@@ -160,3 +163,122 @@ def test_image_files_index_like_an_array(tmp_path):
     files = image_folder.ImageFiles([f"{i}.png" for i in range(5)], 16, 3, "pad")
     assert files.shape == (5, 16, 16, 3) and len(files[1:3]) == 2
     assert list(files[np.array([4, 0])].paths) == ["4.png", "0.png"]
+
+
+def test_the_scan_skips_fifos_sockets_and_links_to_devices_with_a_count_and_names(tmp_path,
+                                                                                    caplog):
+    root = make_tree(tmp_path, {"train/a/1.png": 1, "train/b/2.png": 2})
+    folder = os.path.join(root, "train", "a")
+    os.mkfifo(os.path.join(folder, "fifo.png"))
+    os.mknod(os.path.join(folder, "socket.png"), stat.S_IFSOCK | 0o600)
+    os.symlink("/dev/zero", os.path.join(folder, "zero.png"))
+    os.symlink(os.path.join(folder, "nowhere.png"), os.path.join(folder, "broken.png"))
+    with caplog.at_level(logging.WARNING):
+        classes = image_folder.scan_classes(os.path.join(root, "train"))
+    # A broken link stays: its decoding fails, and is reported with the files that do not
+    # decode.
+    assert classes["a"] == [os.path.join(folder, name) for name in ("1.png", "broken.png")]
+    assert ("Skipped 3 file(s) that are not regular files (FIFOs, devices, sockets) in "
+            f"{root}/train: a/fifo.png, a/socket.png, a/zero.png") in caplog.text
+
+
+def test_a_fifo_in_a_class_folder_does_not_block_loading(tmp_path, caplog):
+    root = make_tree(tmp_path, {"train/a/1.png": 1, "train/b/2.png": 2, "test/a/3.png": 3})
+    fifo = os.path.join(root, "train", "a", "x.png")
+    os.mkfifo(fifo)
+    with caplog.at_level(logging.WARNING):
+        record = call_unless_blocked_on(fifo, image_folder.load, root, PARAMS)
+    assert record["train"][0] == ["train/a/1.png", "train/b/2.png"]
+    assert "not regular files" in caplog.text and "a/x.png" in caplog.text
+
+
+def test_decodable_refuses_what_is_not_a_regular_file(tmp_path):
+    fifo = str(tmp_path / "x.png")
+    os.mkfifo(fifo)
+    good = png(tmp_path / "ok.png")
+    ok, _, too_large = call_unless_blocked_on(fifo, image_folder.decodable, [fifo, good])
+    assert ok.tolist() == [False, True] and not too_large.any()
+
+
+def png_header_only(width, height):
+    """The first bytes of a PNG of ``width`` x ``height`` (signature and IHDR): enough for
+    its header, not for decoding."""
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR"
+            + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0) + bytes(4))
+
+
+def test_images_above_max_pixels_are_skipped_unread_with_a_count_and_names(tmp_path, caplog):
+    root = make_tree(tmp_path, {"train/a/1.png": 1, "train/a/big.png": png_header_only(8000, 7000),
+                                "train/a/bad.png": b"x", "train/b/2.png": 2,
+                                "test/a/wide.png": png_header_only(50_000_001, 1),
+                                "test/a/3.png": 3})
+    with caplog.at_level(logging.WARNING):
+        record = image_folder.load(root, PARAMS)
+    assert record["train"][0] == ["train/a/1.png", "train/b/2.png"]
+    assert record["test"][0] == ["test/a/3.png"]
+    assert ("Skipped 1 file(s) of 4 larger than 50,000,000 pixels (the limit that bounds the "
+            f"memory of decoding one) in {root}/train: a/big.png; shrink them to use "
+            "them") in caplog.text
+    assert f"Skipped 1 file(s) of 4 that do not decode as images in {root}/train: a/bad.png" \
+        in caplog.text
+    assert f"larger than 50,000,000 pixels (the limit that bounds the memory of decoding one) " \
+        f"in {root}/test: a/wide.png" in caplog.text
+
+
+@pytest.mark.e2e
+def test_a_20000_x_20000_png_is_skipped_in_bounded_memory(tmp_path):
+    root = make_tree(tmp_path, {"train/a/1.png": 1, "train/b/2.png": 2, "test/a/3.png": 3})
+    blank_png(os.path.join(root, "train", "a", "huge.png"), 20000, 20000)
+    code = """
+import logging, resource, sys
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+from model import image_folder
+from model.params import Params
+print(image_folder.load(sys.argv[1], Params().replace(image_size=16))["train"][0])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+    done, peak = run_bounded(code, root)
+    assert done.stdout.splitlines()[0] == "['train/a/1.png', 'train/b/2.png']"
+    assert "Skipped 1 file(s) of 3 larger than 50,000,000 pixels" in done.stderr
+    assert "a/huge.png" in done.stderr
+    assert peak < 1.5e9
+
+
+def write_under(root, relative, content):
+    """Write ``content`` at ``root``/``relative`` (bytes paths: names that are not UTF-8)."""
+    path = os.path.join(os.fsencode(root), relative)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(content)
+
+
+def test_files_named_in_another_encoding_are_skipped_and_named_with_escapes(tmp_path, caplog):
+    root = make_tree(tmp_path, {"train/a/1.png": 1, "train/b/2.png": 2, "test/a/3.png": 3})
+    image = tf.io.encode_png(np.full((8, 8, 3), 5, np.uint8)).numpy()
+    write_under(root, b"train/a/caf\xe9.png", image)
+    write_under(root, b"train/b/d\xe9j\xe0/4.png", image)
+    with caplog.at_level(logging.WARNING):
+        record = image_folder.load(root, PARAMS)
+    assert record["train"][0] == ["train/a/1.png", "train/b/2.png"]
+    assert (f"Skipped 2 file(s) whose paths are not UTF-8 in {root}/train: a/caf\\xe9.png, "
+            "b/d\\xe9j\\xe0/4.png; rename them to use them (TensorFlow reads only UTF-8 "
+            "paths)") in caplog.text
+    caplog.text.encode("utf-8")  # every message can be written to train.log
+
+
+def test_a_class_folder_named_in_another_encoding_is_a_one_line_error(tmp_path):
+    root = make_tree(tmp_path, {"train/a/1.png": 1, "test/a/3.png": 3})
+    write_under(root, b"train/caf\xe9/2.png",
+                tf.io.encode_png(np.zeros((8, 8, 3), np.uint8)).numpy())
+    with pytest.raises(UserError) as info:
+        image_folder.load(root, PARAMS)
+    assert str(info.value) == (
+        f"{root}/train holds class folders whose names are not UTF-8 (caf\\xe9); rename them "
+        "in UTF-8: the class names are written to dataset.json, metadata.tsv and pictures")
+
+
+def test_a_data_dir_whose_path_is_not_utf8_is_a_one_line_error(tmp_path):
+    root = os.path.join(os.fsencode(tmp_path), b"d\xe9j\xe0")
+    write_under(root, b"train/a/1.png", tf.io.encode_png(np.zeros((8, 8, 3), np.uint8)).numpy())
+    with pytest.raises(UserError, match=r"d\\xe9j\\xe0/train: the path is not UTF-8"):
+        image_folder.load(os.fsdecode(root), PARAMS)

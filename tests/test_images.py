@@ -1,12 +1,19 @@
 """Decoding and resizing image files (model/images.py)."""
 
 import io
+import os
+import struct
+import subprocess
+import sys
+import threading
+import zlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
+from conftest import REPO
 from model import images
 from model.errors import UserError
 
@@ -132,3 +139,171 @@ def test_read_image_conversions_and_errors(tmp_path):
         images.read_image(str(tmp_path / "text.png"), 28)
     with pytest.raises(UserError, match="no such file"):
         images.read_image(str(tmp_path / "missing.png"), 28)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP"])
+@pytest.mark.parametrize("shape", [(12, 20), (33, 7, 3)])
+def test_the_header_gives_width_height_and_pixels(fmt, shape):
+    pixels = np.zeros(shape, np.uint8)
+    assert images.header_size(io.BytesIO(encoded(pixels, fmt))) == (shape[1], shape[0],
+                                                                     shape[0] * shape[1])
+
+
+def test_a_jpeg_header_is_found_after_other_segments_and_in_progressive_files():
+    pixels = Image.fromarray(np.zeros((9, 31, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 5000  # ImageDescription: an APP1 segment of 5 KB before the frame
+    buffer = io.BytesIO()
+    pixels.save(buffer, format="JPEG", progressive=True, exif=exif.tobytes())
+    data = buffer.getvalue()
+    assert b"\xff\xc2" in data  # SOF2: progressive
+    assert images.header_size(io.BytesIO(data)) == (31, 9, 279)
+    # Stray bytes and fill bytes before a marker (here after the 20 bytes of SOI and JFIF)
+    # are skipped, as libjpeg does.
+    patched = data[:20] + b"\x00\x00\xff" + data[20:]
+    assert images.header_size(io.BytesIO(patched)) == (31, 9, 279)
+    assert images.decode(patched, 3).shape == (9, 31, 3)
+
+
+def test_a_bmp_stored_top_down_has_a_positive_height():
+    data = bytearray(encoded(np.zeros((5, 8), np.uint8), "BMP"))
+    data[22:26] = struct.pack("<i", -5)
+    assert images.header_size(io.BytesIO(bytes(data))) == (8, 5, 40)
+
+
+def test_every_gif_frame_counts_towards_the_pixels():
+    # giflib holds every frame in memory, even when only the first is used.
+    rng = np.random.default_rng(1)
+    frames = [Image.fromarray(rng.integers(0, 256, (10, 12), dtype=np.uint8)) for _ in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    assert images.header_size(io.BytesIO(buffer.getvalue())) == (12, 10, 360)
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"not an image", b"\x89PNG\r\n\x1a\n\x00\x00", b"GIF89a\x01", b"BM\x00",
+    b"\xff\xd8\xff\xe0\x00\x10JFIF",  # cut before the frame header
+    b"\xff\xd8\xff\xda\x00\x02",  # a scan before any frame header
+    b"\xff\xd8\xff\xe0\x00\x01",  # a segment length below 2
+])
+def test_a_foreign_or_damaged_header_gives_none(data):
+    assert images.header_size(io.BytesIO(data)) is None
+
+
+def blank_png(path, width, height):
+    """Write a valid grey PNG of ``width`` x ``height`` black pixels, small on disk: zlib
+    packs the rows of zeros about 1000:1 (20000 x 20000 pixels in 400 KB, written in 2 s)."""
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    packer = zlib.compressobj(9)
+    row = bytes(width + 1)  # the filter byte (0: none), then the pixels
+    rows = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n"
+                + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return str(path)
+
+
+# The address space of a bounded child: far above what a check takes (TensorFlow and the
+# decoding of small images: about 0.7 GB), far below what the failures it guards
+# against took (4.7 GB reading /dev/zero).
+CHILD_MEMORY = 4 << 30
+
+
+def run_bounded(code, *args, timeout=120):
+    """Run the Python ``code`` (with ``args`` as sys.argv[1:]) in a child process of capped
+    memory, so that a regression (an endless read, a huge decode) fails the test instead
+    of hanging it or exhausting the machine. The child's last output line should be its
+    peak resident memory in KiB (``resource.getrusage``).
+
+    Returns:
+        (subprocess.CompletedProcess, the child's peak RSS in bytes).
+    """
+    cap = ("import resource\n"
+           f"resource.setrlimit(resource.RLIMIT_AS, ({CHILD_MEMORY}, {CHILD_MEMORY}))\n")
+    done = subprocess.run([sys.executable, "-c", cap + code, *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done, int(done.stdout.split()[-1]) * 1024
+
+
+def call_unless_blocked_on(fifo, function, *args):
+    """``function(*args)``, failing the test when it is still blocked on opening the FIFO
+    ``fifo`` after 60 s (then opening the FIFO for writing lets it go on, to end the thread)."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = function(*args)
+        except BaseException as err:  # handed to the test's thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():
+        # A reader blocked in open() goes on once a writer opens; the writer's close
+        # then gives it an empty file.
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(60)
+        pytest.fail(f"blocked opening the FIFO {fifo}")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def test_read_image_refuses_a_fifo_without_opening_it(tmp_path):
+    fifo = str(tmp_path / "x.png")
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="x.png is not a regular file") as info:
+        call_unless_blocked_on(fifo, images.read_image, fifo, 28)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.e2e
+def test_read_image_refuses_device_links_and_huge_images_in_bounded_memory(tmp_path):
+    os.symlink("/dev/zero", tmp_path / "zero.png")
+    blank_png(tmp_path / "huge.png", 20000, 20000)
+    code = """
+import resource, sys
+from model.errors import UserError
+from model.images import read_image
+for path in sys.argv[1:]:
+    try:
+        read_image(path, 28, resize=True)
+    except UserError as err:
+        print(err)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+    done, peak = run_bounded(code, tmp_path / "zero.png", tmp_path / "huge.png")
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(f"{tmp_path / 'zero.png'} is not a regular file")
+    assert lines[1] == (f"{tmp_path / 'huge.png'}: image is 20000x20000, above the limit of "
+                        "50,000,000 pixels that bounds the memory of decoding it; shrink it")
+    assert peak < 1.5e9
+
+
+def test_read_image_accepts_a_name_that_is_not_utf8(tmp_path):
+    path = os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")
+    with open(path, "wb") as f:
+        f.write(tf.io.encode_png(np.full((28, 28, 1), 9, np.uint8)).numpy())
+    np.testing.assert_array_equal(images.read_image(os.fsdecode(path), 28), 9)
+
+
+def test_read_image_names_unreadable_files(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"")
+    with pytest.raises(UserError, match="not a PNG"):
+        images.read_image(str(tmp_path / "x.png"), 28)
+    with pytest.raises(UserError, match="is a folder"):
+        images.read_image(str(tmp_path), 28)
+    with pytest.raises(UserError, match=r"x.png/y.png: cannot read it \(Not a directory\)"):
+        images.read_image(str(tmp_path / "x.png" / "y.png"), 28)
+
+
+def test_printable_shows_bytes_that_are_not_utf8_as_escapes():
+    assert images.printable(os.fsdecode(b"a/caf\xe9.png")) == "a/caf\\xe9.png"
+    assert images.printable("a/café.png") == "a/café.png"

@@ -87,6 +87,7 @@ def test_shipped_experiments_load():
     ('{"learning_rate": Infinity}', "'learning_rate' is inf; it must be a finite number"),
     ('{"bn_momentum": -Infinity}', "it must be a finite number"),
     ('{"margin": 0.2, "margin": 0.5}', "key 'margin' appears twice"),
+    ('{"num_epochs": ' + "9" * 5000 + "}", "holds a value that cannot be read"),
     ("[" * 100000 + "]" * 100000, "nested too deeply"),
     ({"num_classes_per_batch": 1.5}, "'num_classes_per_batch' must be an integer or null"),
     ({"embedding_size": 2**40}, "'embedding_size' is 1099511627776; it must be >= 1 and <= "),
@@ -101,6 +102,13 @@ def test_bad_params_name_the_problem(tmp_path, content, fragment):
         load_params(str(path))
     message = str(info.value)
     assert fragment in message and "\n" not in message
+
+
+def test_a_params_file_that_is_not_utf8_says_so(tmp_path):
+    path = tmp_path / "params.json"
+    path.write_bytes(b'{"margin": 0.2, "note": "caf\xe9"}')
+    with pytest.raises(UserError, match=r"is not UTF-8 text \(at byte offset 28\); save it as UTF-8"):
+        load_params(str(path))
 
 
 def test_missing_file(tmp_path):

@@ -470,6 +470,32 @@ def test_embed_given_a_folder(finished, tmp_path):
                           "is a folder, not an image")
 
 
+def truncate_export_weights(model_dir):
+    truncate(next((model_dir / "export" / "variables").glob("variables.data-*")))
+
+
+def garble_threshold(model_dir):
+    values = json.loads((model_dir / "verification.json").read_text())
+    (model_dir / "verification.json").write_text(json.dumps({**values, "threshold": "x"}))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (truncate_export_weights, "no complete exported model"),
+    (garble_threshold, "no valid calibrated threshold")])
+def test_a_damaged_export_or_threshold_is_one_line_for_embed_and_repaired_by_train(
+        finished, tmp_path, damage, message):
+    model_dir = copy_run(finished, tmp_path)
+    images = []
+    for index in range(2):
+        images.append(str(tmp_path / f"{index}.png"))
+        tf.io.write_file(images[-1], tf.io.encode_png(np.full((28, 28, 1), 40 * index, np.uint8)))
+    damage(model_dir)
+    assert_one_line_error(run_script("embed.py", "--model_dir", str(model_dir), *images), message)
+    assert train_cli(model_dir, finished[1]).returncode == 0
+    result = run_script("embed.py", "--model_dir", str(model_dir), *images)
+    assert result.returncode == 0 and "threshold" in result.stdout, result.stderr
+
+
 def test_disk_full_is_a_one_line_error(capsys):
     import errno
 

@@ -157,7 +157,8 @@ def test_bad_input_is_one_line_and_exit_2(run_dir, tmp_path, capsys, arguments, 
 def test_a_run_without_an_export_says_to_train_it(tmp_path, tiny_data_dir, capsys):
     (tmp_path / "params.json").write_text("{}")
     query = write_png(tmp_path / "q.png", np.zeros((28, 28, 1), np.uint8))
-    (tmp_path / "verification.json").write_text('{"threshold": 1.0}')
+    (tmp_path / "verification.json").write_text(
+        '{"threshold": 1.0, "held_out_accuracy": 0.9, "epoch": 1}')
     assert retrieve.run(["--model_dir", str(tmp_path), "--gallery", tiny_data_dir, query]) == 2
     assert "no complete exported model" in capsys.readouterr().err
 

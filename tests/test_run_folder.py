@@ -1,6 +1,5 @@
 """The run folder (model/run_folder.py): claiming it, the guard on resuming, its layout."""
 
-import json
 import logging
 import os
 import subprocess
