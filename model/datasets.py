@@ -75,6 +75,11 @@ def _load_idx(params, data_dir, splits):
         check_shapes(images, labels, params, split,
                               mnist_dataset.split_path(data_dir, split, "images"))
     found = max(max(int(labels.max()) + 1 for _, labels in loaded.values()), 2)
+    if params.num_labels is not None and params.num_labels > mnist_dataset.MAX_LABELS:
+        # Checked before the class names are listed: a billion of them would take 7 GB.
+        raise UserError(f"num_labels is {params.num_labels} but IDX label files hold labels "
+                        f"0-{mnist_dataset.MAX_LABELS - 1}; set \"num_labels\": {found} (or "
+                        "null to take it from the data)")
     if "train" in loaded:
         if params.num_labels is None:
             params = _with_num_labels(params, found,

@@ -29,6 +29,8 @@ SPLITS = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
+# Labels are uint8: at most 256 classes.
+MAX_LABELS = 256
 _GZIP_MAGIC = b"\x1f\x8b"
 _UBYTE = 0x08
 

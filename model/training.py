@@ -21,8 +21,8 @@ import time
 import keras
 import tensorflow as tf
 
-from . import (checkpoints, collapse, datasets, evaluation, export, files, pipelines,
-               run_folder, state, summaries, test_hooks)
+from . import (checkpoints, collapse, datasets, evaluation, export, files, memory,
+               pipelines, run_folder, state, summaries, test_hooks)
 from .distribute import is_chief, worker_checkpoint_dir
 from .errors import UserError
 from .network import build_plain_model, make_embed_step, make_train_step
@@ -59,6 +59,8 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
     with run_folder.claimed(model_dir) if chief else contextlib.nullcontext():
         data = datasets.for_training(params, data_dir, model_dir)
         params = data.params
+        memory.check_fits(params, min(params.eval_size, max(
+            len(split[1]) for split in (data.validation, data.test) if split is not None)))
         run_folder.check_same_classes(model_dir, data.class_names)
         resume_from = state.resume_point(params, model_dir, strategy)
         logging.info("Training %s (%s, margin %s) on %s", model_dir, params.triplet_strategy,

@@ -436,11 +436,17 @@ def test_read_only_model_dir(tmp_path, monkeypatch):
         run_folder.check_writable(str(tmp_path))
 
 
-def test_labels_outside_num_labels_name_the_file_and_the_fix(tmp_path, tiny_data_dir):
-    model_dir = make_run(tmp_path, num_labels=5)
+@pytest.mark.parametrize("num_labels, message", [
+    (5, 'train-labels-idx1-ubyte.gz: label 9 is outside [0, num_labels = 5); set '
+        '"num_labels": 10'),
+    # Refused before a billion class names are listed (7 GB, then a MemoryError).
+    (10**9, 'num_labels is 1000000000 but IDX label files hold labels 0-255; set '
+            '"num_labels": 10')])
+def test_labels_outside_num_labels_name_the_file_and_the_fix(tmp_path, tiny_data_dir,
+                                                             num_labels, message):
+    model_dir = make_run(tmp_path, num_labels=num_labels)
     result = run_script("train.py", "--model_dir", str(model_dir), "--data_dir", tiny_data_dir)
-    assert_one_line_error(result, 'train-labels-idx1-ubyte.gz: label 9 is outside '
-                                  '[0, num_labels = 5); set "num_labels": 10')
+    assert_one_line_error(result, message)
     assert sorted(os.listdir(model_dir)) == [".lock", "params.json"]
 
 

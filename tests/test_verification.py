@@ -63,3 +63,30 @@ def test_the_names_published_in_metrics_by_1_0_0_still_import_from_there():
     assert metrics.calibrate_verification is verification.calibrate_verification
     assert metrics.check_calibration is verification.check_calibration
     assert metrics.CalibrationError is verification.CalibrationError
+
+
+def test_wide_embeddings_are_compared_in_blocks_with_the_same_distances(monkeypatch):
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(4), 6)
+    embeddings = rng.normal(size=(24, 7)).astype(np.float32)
+    whole = verification.pair_distances(embeddings, labels, 30, np.random.default_rng(1))
+    monkeypatch.setattr(verification, "_BLOCK_ELEMENTS", 20)  # blocks of 2 pairs
+    blocked = verification.pair_distances(embeddings, labels, 30, np.random.default_rng(1))
+    np.testing.assert_array_equal(whole[0], blocked[0])
+    np.testing.assert_array_equal(whole[1], blocked[1])
+
+
+def test_calibration_of_65536_dimensions_stays_small():
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from tftriplet import verification as v;"
+            "e = np.random.default_rng(0).normal(size=(400, 65536)).astype(np.float32);"
+            "v.calibrate_verification(e, np.arange(400) % 10, num_pairs=20000);"
+            "import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    peak_gb = int(result.stdout.split()[-1]) / 2**20
+    # The embeddings are 0.1 GB; all pair differences at once took 21 GB.
+    assert peak_gb < 1.0, peak_gb
