@@ -14,6 +14,7 @@ The t-SNE / PCA picture of the same embeddings is :mod:`model.visualize`'s.
 
 import math
 import os
+import shutil
 import re
 
 import numpy as np
@@ -151,6 +152,8 @@ def write_projector(log_dir, embeddings, labels, images, tensor_name="test_embed
     paths = {name: os.path.abspath(os.path.join(log_dir, filename)) for name, filename in (
         ("checkpoint", f"{tensor_name}.ckpt"), ("metadata", METADATA_FILENAME),
         ("sprite", SPRITE_FILENAME), ("config", CONFIG_FILENAME))}
+    # What TensorFlow's writer leaves when killed mid-write (the shards before the rename).
+    shutil.rmtree(paths["checkpoint"] + "_temp", ignore_errors=True)
     variable = tf.Variable(embeddings.astype(np.float32), trainable=False)
     # write(), not save(): save() would rewrite the folder's "checkpoint" index file,
     # which belongs to any training checkpoints kept there.

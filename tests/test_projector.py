@@ -156,3 +156,12 @@ def test_projector_rejects_bad_input(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         projector.write_projector(str(tmp_path), **arguments)
     assert not os.listdir(tmp_path)
+
+
+def test_a_writer_killed_mid_write_leaves_no_temp_folder_after_the_next_write(tmp_path):
+    leftover = tmp_path / "test_embeddings.ckpt_temp"
+    leftover.mkdir()
+    (leftover / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"half")
+    projector.write_projector(str(tmp_path), np.zeros((4, 3), np.float32), [0, 1, 0, 1],
+                              np.zeros((4, 5, 5), np.uint8))
+    assert not leftover.exists()
