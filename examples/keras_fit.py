@@ -1,6 +1,6 @@
 """TensorFlow Addons' triplet-loss tutorial, with this project's Keras losses: model.fit on MNIST.
 
-    python examples/keras_fit.py [--epochs 5] [--output_dir /tmp/keras_fit]
+    python examples/keras_fit.py [--epochs 5] [--output_dir experiments/keras_fit]
 
 The flow of TFA's "TensorFlow Addons Losses: TripletSemiHardLoss" tutorial: a small
 CNN ending in an L2-normalised 256-d embedding (``keras.layers.UnitNormalization``),

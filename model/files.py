@@ -6,6 +6,7 @@ killed half-way, sees the old content or the new one, never a truncated file.
 """
 
 import contextlib
+import functools
 import glob
 import json
 import os
@@ -41,6 +42,9 @@ def replaced_atomically(path):
     prefix = f".{os.path.basename(path)}."
     _remove_dead_writers_files(folder, prefix)
     fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".tmp", dir=folder)
+    # mkstemp makes the file private (0600); results are meant to be shared like any
+    # file the user creates, so they follow the umask as open() would.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         yield tmp
@@ -50,6 +54,14 @@ def replaced_atomically(path):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+@functools.lru_cache(maxsize=None)
+def _umask():
+    """The process's umask (read once: reading it means setting it, briefly)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _remove_dead_writers_files(folder, prefix):

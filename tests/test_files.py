@@ -119,3 +119,10 @@ def test_a_lock_file_that_is_a_folder_is_one_line(tmp_path):
     with pytest.raises(UserError, match=r"cannot use .*\.lock as the lock file \(Is a directory\)"):
         with files.exclusive_lock(str(tmp_path), ".lock"):
             pass
+
+
+def test_written_files_follow_the_umask_like_any_file_the_user_creates(tmp_path):
+    files.write_json(str(tmp_path / "a.json"), {"a": 1})
+    open(tmp_path / "plain", "w").close()
+    assert (os.stat(tmp_path / "a.json").st_mode & 0o777) == (
+        os.stat(tmp_path / "plain").st_mode & 0o777)
