@@ -414,6 +414,27 @@ def test_a_second_trainer_is_refused_and_a_killed_one_leaves_no_stale_lock(tmp_p
     assert (model_dir / "train.log").read_text().count("epoch 1/1") == 1
 
 
+@pytest.mark.parametrize("signum, status, words", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                                   (signal.SIGINT, 130, "interrupted")])
+def test_a_plain_kill_stops_like_ctrl_c_with_a_line(tmp_path, tiny_data_dir, signum, status,
+                                                    words):
+    model_dir = make_run(tmp_path, num_epochs=1)
+    process = train_cli(model_dir, tiny_data_dir, hook="after_checkpoint:pause",
+                        stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 300
+        while "test hook: after_checkpoint" not in process.stderr.readline():
+            assert time.time() < deadline and process.poll() is None
+        process.send_signal(signum)
+        assert process.wait(timeout=60) == status
+        assert process.stderr.read().strip() == (
+            f"{words}; the last completed epoch's checkpoint is kept")
+    finally:
+        process.kill()
+        process.wait()
+    assert train_cli(model_dir, tiny_data_dir).returncode == 0
+
+
 # ---------------------------------------------------------------- bad input
 
 def assert_one_line_error(result, fragment):
