@@ -10,6 +10,7 @@
   :func:`tftriplet.verification.calibrate_verification`.
 """
 
+import logging
 import os
 
 import numpy as np
@@ -128,13 +129,19 @@ def load_test_split(params, model_dir, data_dir):
 
 def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest"):
     """Evaluate a saved checkpoint on the test set; writes ``model_dir/metrics_eval.json``
-    with the path of the checkpoint evaluated."""
+    with what was evaluated: the checkpoint's path and epoch, the data folder and the
+    number of test images."""
     test_images, test_labels, _ = load_test_split(params, model_dir, data_dir)
     model, path = restore_model(model_dir, params, checkpoint)
+    context = {"checkpoint": path, "epoch": int(path.rsplit("-", 1)[1]),
+               "data_dir": os.path.abspath(data_dir),
+               "num_images": min(params.eval_size, len(test_labels))}
+    logging.info("Evaluating %s (epoch %d) on the first %d test images of %s",
+                 context["checkpoint"], context["epoch"], context["num_images"],
+                 context["data_dir"])
     results, _ = evaluate(make_embed_step(model, params), make_loss_step(params), params,
                           test_images, test_labels)
-    files.write_json(os.path.join(model_dir, "metrics_eval.json"),
-                     {"checkpoint": path, **results})
+    files.write_json(os.path.join(model_dir, "metrics_eval.json"), {**context, **results})
     return results
 
 

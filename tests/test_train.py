@@ -234,6 +234,11 @@ def test_cli_train_then_evaluate(tmp_path, tiny_data_dir):
     assert result.returncode == 0, result.stderr
     metrics = json.load(open(model_dir / "metrics_eval.json"))
     assert RETRIEVAL <= set(metrics) and metrics["checkpoint"].endswith("ckpt-1")
+    # What was evaluated, in the file and on the console.
+    assert (metrics["epoch"], metrics["data_dir"], metrics["num_images"]) == (
+        1, os.path.abspath(tiny_data_dir), 100)
+    assert (f"Evaluating {metrics['checkpoint']} (epoch 1) on the first 100 test images of "
+            f"{os.path.abspath(tiny_data_dir)}") in result.stderr
     # Only a label file of the user's own data: an error naming the missing file.
     partial = tmp_path / "partial"
     partial.mkdir()
