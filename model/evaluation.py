@@ -164,6 +164,16 @@ def write_verification(model_dir, embeddings, labels, params, epoch):
     return record
 
 
+def describe_accuracy(record):
+    """The held-out accuracy of a verification record with its 95 % interval and the
+    images behind it (records written before 1.1 have neither)."""
+    text = f"{record['held_out_accuracy']:.4f}"
+    if "held_out_accuracy_interval" in record:
+        low, high = record["held_out_accuracy_interval"]
+        text += f" (95% interval {low:.4f}-{high:.4f}, {record['held_out_images']} images)"
+    return text
+
+
 def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 

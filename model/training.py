@@ -306,9 +306,9 @@ def _export_and_calibrate(run, test, embeddings):
         verification = evaluation.write_verification(
             model_dir, embeddings, test[1][:len(embeddings)], params, epoch)
     logging.info("Exported the embedding network of epoch %d to %s; verification threshold "
-                 "%.4f, held-out accuracy %.4f", epoch,
+                 "%.4f, held-out accuracy %s", epoch,
                  os.path.join(model_dir, run_folder.EXPORT_DIR),
-                 verification["threshold"], verification["held_out_accuracy"])
+                 verification["threshold"], evaluation.describe_accuracy(verification))
 
 
 def _figures(record):

@@ -52,7 +52,7 @@ def test_verification_file_round_trip_and_missing(tmp_path):
                                            tiny_params(seed=1), epoch=3)
     assert evaluation.read_verification(str(tmp_path)) == record
     assert record["held_out_accuracy"] > 0.9 and record["epoch"] == 3
-    with pytest.raises(UserError, match="no calibrated threshold"):
+    with pytest.raises(UserError, match="no valid calibrated threshold"):
         evaluation.read_verification(str(tmp_path / "elsewhere"))
 
 

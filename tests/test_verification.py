@@ -90,3 +90,41 @@ def test_calibration_of_65536_dimensions_stays_small():
     peak_gb = int(result.stdout.split()[-1]) / 2**20
     # The embeddings are 0.1 GB; all pair differences at once took 21 GB.
     assert peak_gb < 1.0, peak_gb
+
+
+def test_the_accuracy_interval_is_an_image_bootstrap():
+    rng = np.random.default_rng(0)
+    num_images = 30
+    pairs = rng.integers(num_images, size=(2000, 2))
+    # Images 0-9 are hard: their pairs are mostly wrong.
+    correct = np.where(pairs.min(axis=1) < 10, rng.random(2000) < 0.4, rng.random(2000) < 0.95)
+    low, high = verification.accuracy_interval(pairs, correct, num_images,
+                                               np.random.default_rng(1), resamples=2000)
+    # An independent loop: draw the images, count each pair as often as both are drawn.
+    loop_rng = np.random.default_rng(2)
+    estimates = []
+    for _ in range(2000):
+        drawn = np.bincount(loop_rng.choice(num_images, num_images), minlength=num_images)
+        weight = np.array([drawn[a] * drawn[b] for a, b in pairs], np.float64)
+        estimates.append((weight * correct).sum() / weight.sum())
+    assert (low, high) == pytest.approx(tuple(np.percentile(estimates, [2.5, 97.5])), abs=0.015)
+    assert low < correct.mean() < high
+    # The pairs' count alone would give a far narrower (wrong) binomial interval.
+    assert high - low > 3 * 2 * 1.96 * np.sqrt(correct.mean() * (1 - correct.mean()) / 2000)
+    all_right = verification.accuracy_interval(pairs, np.ones(2000, bool), num_images,
+                                               np.random.default_rng(1))
+    assert all_right == (1.0, 1.0)
+
+
+def test_few_images_give_a_wide_interval_and_many_a_narrow_one():
+    def width(count):
+        rng = np.random.default_rng(4)
+        labels = np.arange(count) % 4
+        embeddings = labels[:, None] + rng.normal(scale=0.6, size=(count, 2))
+        record = verification.calibrate_verification(embeddings, labels, num_pairs=2000)
+        low, high = record["held_out_accuracy_interval"]
+        assert low <= record["held_out_accuracy"] <= high
+        assert record["held_out_images"] == count // 2
+        return high - low
+
+    assert width(40) > 4 * width(4000)
