@@ -132,6 +132,7 @@ def _train(run, data, restored):
         logging.info("%s already finished %d epochs (step %d). Raise num_epochs to train "
                      "longer.", model_dir, int(run.epoch.numpy()), int(run.step.numpy()))
 
+    _warn_if_few_summary_points(params, pipelines.steps_per_epoch(len(data.train[1]), params))
     train_step = make_train_step(run.model, run.optimizer, params, run.strategy)
     untrained = files.read_json(metrics_path(model_dir, "untrained")) or {}
     collapse_reported = False
@@ -161,6 +162,21 @@ def _train(run, data, restored):
             embeddings = None  # of the validation images: calibration takes the test set's
         _export_and_calibrate(run, data.test, embeddings)
     return _figures(files.read_json(metrics_path(model_dir, "last")) or record)
+
+
+# Fewer points than this make a training curve in TensorBoard hard to read.
+MIN_SUMMARY_POINTS = 10
+
+
+def _warn_if_few_summary_points(params, steps_per_epoch):
+    points = params.num_epochs * steps_per_epoch // params.save_summary_steps
+    if points < MIN_SUMMARY_POINTS:
+        logging.warning(
+            "TensorBoard's training curves will have %d point%s (%d steps, a summary every "
+            "save_summary_steps = %d); lower save_summary_steps to %d for a readable curve",
+            points, "" if points == 1 else "s", params.num_epochs * steps_per_epoch,
+            params.save_summary_steps,
+            max(1, params.num_epochs * steps_per_epoch // (4 * MIN_SUMMARY_POINTS)))
 
 
 def _train_epoch(run, train_step, train, epoch, writer):

@@ -396,3 +396,11 @@ def test_the_cosine_schedule_decays_from_the_learning_rate_to_zero_over_the_run(
     assert float(network.make_optimizer(tiny_params(), 25).learning_rate) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="needs steps_per_epoch"):
         network.make_optimizer(params)
+
+
+def test_a_run_too_short_for_its_summary_steps_says_so(tmp_path, tiny_data_dir, caplog):
+    training.train_and_evaluate(tiny_params(num_epochs=1, save_summary_steps=50),
+                                str(tmp_path / "run"), tiny_data_dir)
+    assert any("training curves will have 0 points (8 steps, a summary every "
+               "save_summary_steps = 50); lower save_summary_steps to 1" in r.getMessage()
+               for r in caplog.records)
