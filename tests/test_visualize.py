@@ -213,12 +213,19 @@ def trained_looking_model_dir(tmp_path):
 
 
 @pytest.mark.e2e
-def test_cli_writes_projector_files_and_the_picture(tmp_path, tiny_data_dir):
+def test_cli_writes_projector_files_and_the_picture(tmp_path, tiny_data_dir, monkeypatch):
     from model import mnist_dataset
 
     model_dir, model = trained_looking_model_dir(tmp_path)
+    titles = []
+    plot = visualize.plot_embeddings
+    monkeypatch.setattr(visualize, "plot_embeddings",
+                        lambda *args, title, **kwargs: titles.append(title) or plot(
+                            *args, title=title, **kwargs))
     assert run_cli(visualize_embeddings.main,
                    ["--model_dir", model_dir, "--data_dir", tiny_data_dir]) == 0
+    # The picture says which run, epoch and data it shows.
+    assert titles == ["run, epoch 1 (latest): 100 test images of data, 8 dimensions"]
 
     images, labels = mnist_dataset.load_split(tiny_data_dir, "test")
     config = ProjectorConfig()

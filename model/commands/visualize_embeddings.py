@@ -43,7 +43,7 @@ def main(argv=None):
     from .. import datasets, evaluation, projector, visualize
 
     visualize.check_picture_libraries()
-    model, _ = evaluation.restore_model(args.model_dir, params, args.checkpoint)
+    model, checkpoint = evaluation.restore_model(args.model_dir, params, args.checkpoint)
     images, labels, class_names = evaluation.load_test_split(params, args.model_dir,
                                                              args.data_dir)
     datasets.check_shapes(images, labels, params, "test", args.data_dir)
@@ -55,9 +55,14 @@ def main(argv=None):
                                       projector.sprite_thumbnails(images, params))
     logging.info("Wrote %d embeddings of size %d for the projector: %s", *embeddings.shape,
                  ", ".join(paths.values()))
+    count, dims = embeddings.shape
+    # Which run, epoch and data the picture shows: it is often looked at far from them.
+    title = (f"{os.path.basename(os.path.abspath(args.model_dir))}, epoch "
+             f"{checkpoint.rsplit('-', 1)[1]} ({args.checkpoint}): {count:,} test images of "
+             f"{os.path.basename(os.path.abspath(args.data_dir))}, {dims} dimensions")
     picture = visualize.plot_embeddings(os.path.join(args.model_dir, PICTURE_FILENAME),
                                         embeddings, labels, dict(enumerate(names)),
-                                        seed=params.seed)
+                                        seed=params.seed, title=title)
     logging.info("Wrote the t-SNE and PCA picture: %s", picture)
     logging.info("View them with: tensorboard --logdir %s (Projector tab)", args.model_dir)
     return 0
