@@ -102,13 +102,13 @@ def set_logger(level=logging.INFO):
     adds the run's ``train.log``)."""
     logger = logging.getLogger()
     logger.setLevel(level)
-    # TensorFlow's own INFO lines (checkpoint sharding through absl, SavedModel assets)
-    # and faiss's (which CPU build it loads) are not about the run: keep their warnings
-    # and errors only.
+    # TensorFlow's own INFO lines (checkpoint sharding through absl, SavedModel assets),
+    # faiss's (which CPU build it loads) and openTSNE's (its gradient method) are not
+    # about the run: keep their warnings and errors only.
     # TensorFlow gives its logger a console handler of its own when it loads before the
     # root logger has one: removed, so that its warnings are printed once (through the
     # root logger, which also writes train.log), not twice.
-    for library in ("tensorflow", "absl", "faiss"):
+    for library in ("tensorflow", "absl", "faiss", "openTSNE"):
         library_logger = logging.getLogger(library)
         library_logger.setLevel(max(level, logging.WARNING))
         for handler in list(library_logger.handlers):

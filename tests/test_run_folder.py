@@ -27,11 +27,13 @@ def test_a_claimed_folder_logs_to_train_log_without_tensorflow_chatter(tmp_path)
         logging.info("epoch 1 done")
         logging.getLogger("tensorflow").info("Assets written to: export/assets")
         absl_logging.info("Sharding callback duration: 37 microseconds")
+        logging.getLogger("openTSNE.tsne").info("Automatically determined negative gradient")
         logging.getLogger("tensorflow").warning("a TensorFlow warning")
     logging.info("after the run")
     text = open(os.path.join(model_dir, run_folder.TRAIN_LOG)).read()
     assert "epoch 1 done" in text and "a TensorFlow warning" in text
     assert "Assets written" not in text and "Sharding" not in text
+    assert "negative gradient" not in text
     assert "after the run" not in text  # the file handler left with the claim
 
 
