@@ -10,14 +10,14 @@
   :func:`tftriplet.verification.calibrate_verification`.
 """
 
-import logging
+import contextlib
 import os
 
 import numpy as np
 import tensorflow as tf
 
 from tftriplet import metrics, verification
-from . import checkpoints, collapse, datasets, files, pipelines
+from . import checkpoints, collapse, datasets, files, pipelines, progress
 from .errors import UserError, command
 from .network import build_plain_model, make_embed_step, make_loss_step
 from .run_folder import CHECKPOINT_DIRS, VERIFICATION_FILE, holds_checkpoints
@@ -27,19 +27,27 @@ from .run_folder import CHECKPOINT_DIRS, VERIFICATION_FILE, holds_checkpoints
 EMBED_BATCH_SIZE = 1000
 
 
-def _embed_with(embed_step, images, params):
+def _embed_with(embed_step, images, params, what=None):
+    """Embeddings of ``images`` by batches, with progress reported as the step ``what``
+    when given (one-off embeddings of a whole set; every epoch's evaluation is silent)."""
     batches = pipelines.image_batches(images, params, EMBED_BATCH_SIZE)
-    return tf.concat([embed_step(batch) for batch in pipelines.read_batches(batches)], axis=0)
+    total = -(-len(images) // EMBED_BATCH_SIZE)
+    with progress.step(what, total) if what else contextlib.nullcontext(progress.SILENT) as bar:
+        embedded = []
+        for batch in pipelines.read_batches(batches):
+            embedded.append(embed_step(batch))
+            bar.update(len(embedded))
+    return tf.concat(embedded, axis=0)
 
 
-def embed_images(model, images, params):
+def embed_images(model, images, params, what=None):
     """Embed images (uint8 [N, S, S] or [N, S, S, C], or image files) with ``model`` in
     inference mode.
 
     Returns:
         float32 [N, D] numpy array.
     """
-    return _embed_with(make_embed_step(model, params), images, params).numpy()
+    return _embed_with(make_embed_step(model, params), images, params, what).numpy()
 
 
 def comparable(embeddings, params):
@@ -53,7 +61,7 @@ def comparable(embeddings, params):
     return embeddings / np.maximum(norms, np.float32(1e-12))
 
 
-def evaluate(embed_step, loss_step, params, test_images, test_labels):
+def evaluate(embed_step, loss_step, params, test_images, test_labels, what=None):
     """Loss and summaries averaged over the test batches, plus the retrieval metrics.
 
     The first ``params.eval_size`` test images are embedded in batches of
@@ -68,6 +76,7 @@ def evaluate(embed_step, loss_step, params, test_images, test_labels):
         test_images: uint8 [N, S, S] or [N, S, S, C], or
             :class:`~model.image_folder.ImageFiles`.
         test_labels: int [N].
+        what: the step to report progress as (:mod:`model.progress`); None: silent.
 
     Returns:
         (results, embeddings): a dict of Python floats (``loss``, the strategy's
@@ -77,7 +86,7 @@ def evaluate(embed_step, loss_step, params, test_images, test_labels):
     """
     datasets.check_shapes(test_images, test_labels, params, "test")
     count = min(params.eval_size, len(test_labels))
-    embeddings = _embed_with(embed_step, test_images[:count], params)
+    embeddings = _embed_with(embed_step, test_images[:count], params, what)
     labels = tf.constant(test_labels[:count], tf.int64)
     totals = {}
     for start in range(0, count, params.batch_size):
@@ -136,11 +145,11 @@ def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest"):
     context = {"checkpoint": path, "epoch": int(path.rsplit("-", 1)[1]),
                "data_dir": os.path.abspath(data_dir),
                "num_images": min(params.eval_size, len(test_labels))}
-    logging.info("Evaluating %s (epoch %d) on the first %d test images of %s",
-                 context["checkpoint"], context["epoch"], context["num_images"],
-                 context["data_dir"])
     results, _ = evaluate(make_embed_step(model, params), make_loss_step(params), params,
-                          test_images, test_labels)
+                          test_images, test_labels,
+                          what=f"Evaluating {context['checkpoint']} (epoch {context['epoch']}) "
+                               f"on the first {context['num_images']} test images of "
+                               f"{context['data_dir']}")
     files.write_json(os.path.join(model_dir, "metrics_eval.json"), {**context, **results})
     return results
 

@@ -28,6 +28,7 @@ The images are decoded on the fly by :func:`model.images.load`; nothing is held 
 memory but the file names (see :class:`ImageFiles`).
 """
 
+import contextlib
 import logging
 import os
 from multiprocessing.pool import ThreadPool
@@ -35,6 +36,7 @@ from multiprocessing.pool import ThreadPool
 import numpy as np
 
 from . import images as image_ops
+from . import progress
 from .errors import UserError, first_names
 
 TRAIN_DIR, TEST_DIR = "train", "test"
@@ -206,9 +208,10 @@ def _header_size(path):
         return None
 
 
-def decodable(paths, parallel=4):
+def decodable(paths, parallel=4, what=None):
     """Which files decode as images, and their sizes: the header of each file is read,
-    then those of at most :data:`model.images.MAX_PIXELS` are read and decoded once.
+    then those of at most :data:`model.images.MAX_PIXELS` are read and decoded once
+    (with progress reported as the step ``what``, when given: :mod:`model.progress`).
 
     Returns:
         (bool [N] decodes, int [N, 2] height and width (0 where the file does not decode),
@@ -243,15 +246,19 @@ def decodable(paths, parallel=4):
                .map(size_of, num_parallel_calls=parallel)
                .ignore_errors()
                .batch(_CHECK_BATCH))
-    for index, size in dataset.as_numpy_iterator():
-        ok[index] = True
-        sizes[index] = size
+    with progress.step(what, len(candidates)) if what else contextlib.nullcontext(
+            progress.SILENT) as bar:
+        for done, (index, size) in enumerate(dataset.as_numpy_iterator(), 1):
+            ok[index] = True
+            sizes[index] = size
+            bar.update(min(done * _CHECK_BATCH, len(candidates)))
     return ok, sizes, too_large
 
 
 def _keep_decodable(classes, split_dir, parallel):
     paths = [path for files in classes.values() for path in files]
-    ok, sizes, too_large = decodable(paths, parallel)
+    ok, sizes, too_large = decodable(paths, parallel,
+                                     f"Checking the {len(paths):,} images of {split_dir}")
     if too_large.any():
         large = [path for path, refused in zip(paths, too_large) if refused]
         logging.warning("Skipped %d file(s) of %d larger than %s pixels (the limit that "

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from . import (checkpoints, collapse, datasets, evaluation, export, files, memory,
-               pipelines, run_folder, state, summaries, test_hooks)
+               pipelines, progress, run_folder, state, summaries, test_hooks)
 from .distribute import is_chief, worker_checkpoint_dir
 from .errors import UserError
 from .network import build_plain_model, make_embed_step, make_train_step
@@ -314,13 +314,16 @@ def _export_and_calibrate(run, test, embeddings):
         # The export must not depend on the strategy or precision the run was trained with.
         model = build_plain_model(params)
         model.set_weights(run.model.get_weights())
-        export.export_model(model, params, model_dir, epoch)
+        with progress.step(f"Exporting the network of epoch {epoch}"):
+            export.export_model(model, params, model_dir, epoch)
         test_hooks.reached("after_export")
     if not calibrated:
         if embeddings is None:
             _, embeddings = run.evaluate(test)
-        verification = evaluation.write_verification(
-            model_dir, embeddings, test[1][:len(embeddings)], params, epoch)
+        with progress.step(f"Calibrating the verification threshold on {len(embeddings):,} "
+                           "test images"):
+            verification = evaluation.write_verification(
+                model_dir, embeddings, test[1][:len(embeddings)], params, epoch)
     logging.info("Exported the embedding network of epoch %d to %s; verification threshold "
                  "%.4f, held-out accuracy %s", epoch,
                  os.path.join(model_dir, run_folder.EXPORT_DIR),

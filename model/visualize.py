@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from . import files
+from . import files, progress
 from .embedding_checks import checked_embeddings, checked_labels
 from .errors import UserError
 
@@ -23,6 +23,9 @@ PERPLEXITY = 30.0
 # Legend entries beyond this many classes would no longer fit beside the panels.
 LEGEND_MAX_ENTRIES = 30
 _THREADED_FROM = 1000  # points
+# openTSNE's default iterations: 250 with early exaggeration, then 500.
+_TSNE_ITERATIONS = 750
+_TSNE_REPORT_EVERY = 50
 _LEGEND_ROWS = 10
 _LEGEND_NAME_LENGTH = 24
 _FIGURE_SIZE = (14, 6.6)  # inches, at 100 dpi: 1400 x 660 pixels
@@ -86,9 +89,17 @@ def tsne_2d(embeddings, seed=0):
     # One thread for small sets: they take a second or two on one core, and threads
     # waiting on each other make them several times slower on a busy machine.
     threads = _cores() if count >= _THREADED_FROM else 1
-    tsne = openTSNE.TSNE(n_components=2, perplexity=perplexity, initialization="pca",
-                         random_state=seed, n_jobs=threads, verbose=False)
-    return np.asarray(tsne.fit(embeddings), dtype=np.float64)
+    with progress.step(f"t-SNE of {count:,} embeddings", _TSNE_ITERATIONS) as bar:
+        done = []
+
+        def report(*_):  # called every _TSNE_REPORT_EVERY iterations of either phase
+            done.append(_TSNE_REPORT_EVERY)
+            bar.update(min(sum(done), _TSNE_ITERATIONS))
+
+        tsne = openTSNE.TSNE(n_components=2, perplexity=perplexity, initialization="pca",
+                             random_state=seed, n_jobs=threads, verbose=False,
+                             callbacks=report, callbacks_every_iters=_TSNE_REPORT_EVERY)
+        return np.asarray(tsne.fit(embeddings), dtype=np.float64)
 
 
 def check_picture_libraries():

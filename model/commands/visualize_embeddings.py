@@ -47,7 +47,8 @@ def main(argv=None):
     images, labels, class_names = evaluation.load_test_split(params, args.model_dir,
                                                              args.data_dir)
     datasets.check_shapes(images, labels, params, "test", args.data_dir)
-    embeddings = evaluation.embed_images(model, images, params)
+    embeddings = evaluation.embed_images(model, images, params,
+                                         f"Embedding {len(labels):,} test images")
 
     names = projector.one_line_names(class_names)
     paths = projector.write_projector(args.model_dir, embeddings,
