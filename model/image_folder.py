@@ -160,23 +160,26 @@ def scan_classes(split_dir):
                         "the class names are written to dataset.json, metadata.tsv and "
                         "pictures")
     classes, empty, ignored, special, not_utf8 = {}, [], [], [], []
-    for folder in folders:
-        paths = []
-        # Loops are cut per class: a link into another class folder keeps this folder's
-        # class for what it reaches (the user linked it there).
-        for entry in _walk_files(folder.path, set()):
-            if not entry.name.lower().endswith(image_ops.IMAGE_SUFFIXES):
-                ignored.append(entry.path)
-            elif _is_special(entry):
-                special.append(entry.path)
-            elif not _is_utf8(entry.path):
-                not_utf8.append(entry.path)
+    with progress.step(f"Scanning {len(folders):,} class folders of {split_dir}",
+                       len(folders)) as bar:
+        for scanned, folder in enumerate(folders, 1):
+            paths = []
+            # Loops are cut per class: a link into another class folder keeps this
+            # folder's class for what it reaches (the user linked it there).
+            for entry in _walk_files(folder.path, set()):
+                if not entry.name.lower().endswith(image_ops.IMAGE_SUFFIXES):
+                    ignored.append(entry.path)
+                elif _is_special(entry):
+                    special.append(entry.path)
+                elif not _is_utf8(entry.path):
+                    not_utf8.append(entry.path)
+                else:
+                    paths.append(entry.path)
+            if paths:
+                classes[folder.name] = paths
             else:
-                paths.append(entry.path)
-        if paths:
-            classes[folder.name] = paths
-        else:
-            empty.append(folder.path)
+                empty.append(folder.path)
+            bar.update(scanned)
     if ignored:
         logging.warning("Ignored %d file(s) without an image suffix (%s) in %s: %s",
                         len(ignored), "/".join(image_ops.IMAGE_SUFFIXES), split_dir,
