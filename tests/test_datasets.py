@@ -98,7 +98,7 @@ def test_a_cache_holds_the_decoded_pixels(folders, tmp_path, mode):
         assert isinstance(cached.train[0], np.memmap)
         (path,) = [os.path.join(model_dir, "cache", name)
                    for name in os.listdir(os.path.join(model_dir, "cache"))
-                   if name.startswith("train-")]
+                   if name.startswith("train-") and name.endswith(".npy")]
         mtime = os.path.getmtime(path)
         datasets.cached(data, os.path.join(model_dir, "cache"))  # reused, not rebuilt
         assert os.path.getmtime(path) == mtime
@@ -109,6 +109,56 @@ def test_a_cache_holds_the_decoded_pixels(folders, tmp_path, mode):
         os.replace(path + ".tmp", path)  # (in place would break the mapping still open)
         rebuilt = datasets.cached(data, os.path.join(model_dir, "cache"))
         np.testing.assert_array_equal(np.asarray(rebuilt.train[0]), np.asarray(cached.train[0]))
+
+
+def replace_bytes(path, data):
+    """Give ``path`` new content by renaming a new file over it (writing in place would
+    change the pages of a mapping still open)."""
+    with open(path + ".new", "wb") as f:
+        f.write(data)
+    os.replace(path + ".new", path)
+
+
+def test_a_file_cache_whose_pixels_or_checksum_do_not_match_is_rebuilt(folders, tmp_path,
+                                                                        caplog):
+    model_dir = str(tmp_path / "run")
+    os.makedirs(model_dir)
+    cache = os.path.join(model_dir, "cache")
+    params = FOLDER_PARAMS.replace(cache="file")
+    data = datasets.load(params, folders, model_dir)
+    fresh = pipelines.decode_all(data.train[0], params)
+    datasets.cached(data, cache)
+    (path,) = [os.path.join(cache, name) for name in os.listdir(cache)
+               if name.startswith("train-") and name.endswith(".npy")]
+    with open(path, "rb") as f:
+        content = bytearray(f.read())
+    # The header stays intact: only the pixels tell. A flipped bit, as a bad disk sector
+    # or a stray write leaves.
+    content[-7] ^= 0x10
+    replace_bytes(path, bytes(content))
+    with caplog.at_level("WARNING"):
+        rebuilt = datasets.cached(data, cache)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"Rebuilding the cache {path}: it is damaged (its pixels do not match "
+                        "the checksum written with them)"]
+    np.testing.assert_array_equal(np.asarray(rebuilt.train[0]), fresh)
+    # A cache without its checksum (written before checksums, or by a writer stopped
+    # before it) is rebuilt too.
+    for name in os.listdir(cache):
+        if name.startswith("train-") and not name.endswith(".npy"):
+            os.remove(os.path.join(cache, name))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        rebuilt = datasets.cached(data, cache)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"Rebuilding the cache {path}: it has "
+                                                         "no checksum")
+    np.testing.assert_array_equal(np.asarray(rebuilt.train[0]), fresh)
+    caplog.clear()
+    mtime = os.path.getmtime(path)
+    with caplog.at_level("WARNING"):
+        datasets.cached(data, cache)  # intact: used as it is
+    assert not caplog.records and os.path.getmtime(path) == mtime
 
 
 def test_idx_data_is_not_cached(tiny_data_dir, tmp_path):

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import evaluation, export, mnist_dataset, retrieval, run_folder
-from model.commands import retrieve
+from test_image_folder import png_header_only
+from test_images import call_unless_blocked_on
+from model import evaluation, export, images as image_ops, mnist_dataset, retrieval, run_folder
+from model.commands import embed, retrieve
 from model.errors import UserError
 from model.params import load_params
 
@@ -108,6 +110,77 @@ def test_class_folder_galleries_name_the_classes_and_flat_ones_do_not(run_dir, t
                          "--k", "2", query]) == 0
     first = capsys.readouterr().out.splitlines()[1].split()
     assert first[3] == f"digit_{labels[7]}" and first[4].endswith("07.png")
+
+
+@pytest.mark.parametrize("folder", ["", "digits/"], ids=["flat", "class_folders"])
+def test_a_gallery_skips_what_a_class_folder_skips_with_a_count_and_names(run_dir, tmp_path,
+                                                                        caplog, folder):
+    model_dir, data_dir = run_dir
+    images, _ = mnist_dataset.load_split(data_dir, "test")
+    gallery = tmp_path / "gallery"
+    (gallery / folder).mkdir(parents=True)
+    for i in range(5):
+        write_png(gallery / folder / f"g{i}.png", images[i][..., None])
+    with open(os.path.join(os.fsencode(gallery / folder), b"caf\xe9.png"), "wb") as f:
+        f.write(tf.io.encode_png(images[7][..., None]).numpy())
+    fifo = str(gallery / folder / "x.png")
+    os.mkfifo(fifo)
+    (gallery / folder / "big.png").write_bytes(png_header_only(8000, 7000))
+    (gallery / folder / "bad.png").write_bytes(b"not an image")
+    params = load_params(model_dir)
+    for attempt in ("built", "reused"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            found, distances, indices = call_unless_blocked_on(
+                fifo, retrieval.search, model_dir, str(gallery), images[2:3, ..., None], params, 2)
+        assert [os.path.basename(path) for path in found.paths] == [f"g{i}.png" for i in range(5)]
+        assert indices[0, 0] == 2 and distances[0, 0] < 1e-3
+        warnings = sorted(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+        # Reused, the index's record repeats what the check of decoding skipped.
+        assert warnings == sorted([
+            f"Skipped 1 file(s) of 7 larger than 50,000,000 pixels (the limit that bounds the "
+            f"memory of decoding one) in {gallery}: {folder}big.png; shrink them to use them",
+            f"Skipped 1 file(s) of 7 that do not decode as images in {gallery}: {folder}bad.png",
+            f"Skipped 1 file(s) that are not regular files (FIFOs, devices, sockets) in "
+            f"{gallery}: {folder}x.png",
+            f"Skipped 1 file(s) whose paths are not UTF-8 in {gallery}: {folder}caf\\xe9.png; "
+            "rename them to use them (TensorFlow reads only UTF-8 paths)"]), warnings
+        assert ("Reused the index of 5 gallery images" in caplog.text) == (attempt == "reused")
+
+
+def test_a_gallery_without_an_image_that_decodes_is_a_one_line_error(run_dir, tmp_path,
+                                                                     capsys):
+    model_dir, _ = run_dir
+    (tmp_path / "gallery").mkdir()
+    (tmp_path / "gallery" / "bad.png").write_bytes(b"not an image")
+    query = write_png(tmp_path / "q.png", np.zeros((28, 28, 1), np.uint8))
+    assert retrieve.run(["--model_dir", model_dir, "--gallery", str(tmp_path / "gallery"),
+                         "--k", "1", query]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: --gallery {tmp_path}/gallery holds no image that decodes (see the warnings "
+        "above); add PNG, JPEG, GIF or BMP images")
+
+
+def test_names_that_are_not_utf8_are_printed_with_escapes(run_dir, tmp_path, capsys):
+    model_dir, data_dir = run_dir
+    images, _ = mnist_dataset.load_split(data_dir, "test")
+    folder = os.path.join(os.fsencode(tmp_path), b"d\xe9j\xe0")
+    os.makedirs(folder)
+    query = os.fsdecode(os.path.join(folder, b"q\xe9.png"))
+    with open(query, "wb") as f:  # TensorFlow cannot write to such a name
+        f.write(tf.io.encode_png(images[4][..., None]).numpy())
+    gallery = os.fsdecode(os.path.join(folder, b"idx"))
+    shutil.copytree(data_dir, gallery)
+    shown = image_ops.printable(query)
+    assert shown.endswith("d\\xe9j\\xe0/q\\xe9.png")
+    # capsys's stdout is strict UTF-8, as a terminal's: the names cannot be printed as they are.
+    assert embed.run(["--model_dir", model_dir, query]) == 0
+    assert capsys.readouterr().out.startswith(f"{shown}: [")
+    assert retrieve.run(["--model_dir", model_dir, "--gallery", gallery, "--k", "1",
+                         "--picture", str(tmp_path / "n.png"), query]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"{shown}:" and out[1].endswith(
+        f"{image_ops.printable(gallery)}/t10k-images-idx3-ubyte.gz[4]")
 
 
 def test_the_picture_shows_each_query_and_its_neighbours(run_dir, tmp_path):

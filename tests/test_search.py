@@ -4,10 +4,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from model import search
+from conftest import TINY
+from model import files, run_folder, search
 from model.errors import UserError
 
 # End to end: scripts in subprocesses and whole trainings (pytest -m "not e2e" skips them).
@@ -44,6 +46,44 @@ def test_grid_is_the_product_and_validates_every_setting():
 def test_a_grid_of_non_finite_values_is_refused_before_anything_runs(text):
     with pytest.raises(UserError, match="must be a finite number"):
         search.grid({}, [search.parse_axis(text)])
+
+
+def test_a_setting_too_long_for_a_folder_name_gets_a_bounded_deterministic_one(tmp_path):
+    long_names = [json.dumps([name]) for name in ("c" * 300 + "1", "c" * 300 + "2")]
+    axes = [search.parse_axis(f"train_classes={','.join(long_names)}"),
+            ("margin", [0.2, 0.5])]
+    runs = search.grid({}, axes)
+    names = [name for name, _ in runs]
+    assert names == [name for name, _ in search.grid({}, axes)]  # the same every time
+    assert len(set(names)) == 4
+    for name in names:
+        assert len(name.encode()) <= 255 and name.startswith("train_classes_['ccc")
+    # Names that fit are kept, whatever their length: existing searches keep their folders.
+    fits = "x" * (255 - len("train_classes_['']"))
+    assert search.grid({}, [("train_classes", [[fits]])])[0][0] == f"train_classes_['{fits}']"
+    children = search.write_children(str(tmp_path), runs)
+    assert [os.path.basename(child) for child in children] == names
+    assert json.load(open(os.path.join(children[3], "params.json"))) == {
+        "train_classes": ["c" * 300 + "2"], "margin": 0.5}
+    # A value holding a slash gets one folder too, not nested ones.
+    name = search.grid({}, [("train_classes", [["a/b"]])])[0][0]
+    assert "/" not in name and name.startswith("train_classes_['a")
+
+
+def test_a_setting_held_by_another_process_is_reported_not_claimed(tmp_path):
+    child = str(tmp_path / "margin_0.2")
+    os.makedirs(child)
+    with search.setting_claimed(child) as holder:
+        assert holder is None
+        # flock locks belong to the open file: a second claim, even in this process,
+        # finds the first one.
+        with search.setting_claimed(child) as second:
+            assert second == "another search_hyperparams.py"
+    with files.exclusive_lock(child, run_folder.LOCK_FILE):
+        with search.setting_claimed(child) as holder:
+            assert holder == f"a train.py (pid {os.getpid()})"
+    with search.setting_claimed(child, wait=True) as holder:
+        assert holder is None
 
 
 def test_write_children_keeps_identical_and_refuses_different(tmp_path):
@@ -155,3 +195,41 @@ def test_search_cli_trains_each_setting(tmp_path, tiny_data_dir):
         [sys.executable, "synthesize_results.py", "--parent_dir", str(tmp_path / "none")],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert empty.returncode == 2 and "no metrics_eval_best.json" in empty.stderr
+
+
+def test_two_searches_of_one_grid_share_its_settings_and_both_succeed(tmp_path, tiny_data_dir):
+    parent = tmp_path / "search"
+    parent.mkdir()
+    (parent / "params.json").write_text(json.dumps(dict(TINY, num_epochs=6)))
+    command = [sys.executable, os.path.join(REPO, "search_hyperparams.py"), "--parent_dir",
+               str(parent), "--grid", "margin=0.2,0.4", "--data_dir", tiny_data_dir]
+    # Files, not pipes: nobody reads the first search's output while the second runs.
+    with open(tmp_path / "first.out", "w+") as out, open(tmp_path / "first.err", "w+") as err:
+        first = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=err, text=True)
+        try:
+            # The second search starts while the first one's train.py trains margin_0.2
+            # (its train.log appears once that train.py holds the folder).
+            deadline = time.monotonic() + 300
+            while not (parent / "margin_0.2" / "train.log").exists():
+                assert first.poll() is None and time.monotonic() < deadline, err.read()
+                time.sleep(0.05)
+            second = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                                    timeout=600)
+            first.wait(timeout=600)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
+        out.seek(0)
+        err.seek(0)
+        first_out, first_err = out.read(), err.read()
+    assert first.returncode == 0, first_err[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (f"{parent}/margin_0.2: being trained by another search_hyperparams.py; back to it "
+            "after the other settings") in second.stdout
+    for output in (first_out, second.stdout):
+        assert "| margin_0.2 |" in output and "| margin_0.4 |" in output
+    for child in ("margin_0.2", "margin_0.4"):
+        # Each setting was trained once: the other search found it finished.
+        log = (parent / child / "train.log").read_text()
+        assert log.count("epoch 1/6 ") == 1, log

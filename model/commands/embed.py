@@ -33,7 +33,7 @@ def main(argv=None):
     import numpy as np
 
     from .. import evaluation, export
-    from ..images import read_image
+    from ..images import printable, read_image
 
     images = np.stack([read_image(path, params.image_size, args.resize,
                                       params.image_channels, params.resize)
@@ -41,7 +41,7 @@ def main(argv=None):
     module = export.load_exported(args.model_dir)
     embeddings = module.embed(images).numpy()
     for path, embedding in zip(args.images, embeddings):
-        print(f"{path}: [{', '.join(f'{v:.5f}' for v in embedding)}]")
+        print(f"{printable(path)}: [{', '.join(f'{v:.5f}' for v in embedding)}]")
     if len(args.images) == 2:
         verification = evaluation.read_verification(args.model_dir)
         first, second = evaluation.comparable(embeddings, params)
@@ -50,7 +50,7 @@ def main(argv=None):
         verdict = "same" if distance <= threshold else "different"
         relation = "<=" if verdict == "same" else ">"
         print(f"distance {distance:.4f} {relation} threshold {threshold:.4f}: {verdict} "
-              f"(held-out verification accuracy {verification['held_out_accuracy']:.4f})")
+              f"(held-out verification accuracy {evaluation.describe_accuracy(verification)})")
     return 0
 
 

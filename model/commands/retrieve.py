@@ -10,6 +10,8 @@ reused while the network and the gallery's files are unchanged. For each query t
 nearest are listed: rank, distance (the run's distance), same / different by the run's
 calibrated threshold (MODEL_DIR/verification.json), class (when the gallery has
 classes) and path. Images of another size are resized as the run's params.resize says.
+Gallery files that are not regular files, whose names are not UTF-8, above 50 megapixels
+or that do not decode are skipped with a warning, as in class-folder datasets.
 """
 
 import argparse
@@ -50,7 +52,7 @@ def main(argv=None):
     import numpy as np
 
     from .. import evaluation, retrieval, visualize
-    from ..images import read_image
+    from ..images import printable, read_image
 
     retrieval.check_faiss()
     if args.picture:
@@ -61,7 +63,7 @@ def main(argv=None):
     gallery, distances, indices = retrieval.search(args.model_dir, args.gallery, queries,
                                                    params, args.k)
     for path, row_distances, row_indices in zip(args.queries, distances, indices):
-        print(f"{path}:")
+        print(f"{printable(path)}:")
         print("\n".join(retrieval.describe(gallery, row_distances, row_indices, threshold)))
     if args.picture:
         retrieval.draw_neighbours(args.picture, queries, args.queries, gallery, distances,

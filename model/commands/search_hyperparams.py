@@ -7,6 +7,14 @@ PARENT_DIR/params.json is the base; each setting gets a child folder
 subprocess. Settings already trained are skipped by train.py itself (it resumes or
 says the run is finished). Compare them with `python synthesize_results.py --parent_dir
 PARENT_DIR` or in TensorBoard's HParams tab (`tensorboard --logdir PARENT_DIR`).
+
+Several searches may run on one PARENT_DIR at once (e.g. one per GPU): each trains the
+settings that no other process is training, leaves those that another search or a
+train.py is training to it ("being trained by another ..."), and comes back to them at
+the end, once that process is done with them (train.py then says they are finished, or
+resumes one whose trainer was stopped). Every search ends with the whole table. A
+setting whose folder name would be longer than 255 bytes gets a shortened one ending
+with a hash of the setting.
 """
 
 import argparse
@@ -26,6 +34,12 @@ def _train_command():
         clone = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         return [sys.executable, os.path.join(clone, "train.py")]
     return [sys.executable, "-m", f"{__package__}.train"]
+
+
+def _trained(model_dir, data_dir):
+    """Run train.py on ``model_dir``; whether it succeeded."""
+    command = _train_command() + ["--model_dir", model_dir, "--data_dir", data_dir]
+    return subprocess.run(command, check=False).returncode == 0
 
 
 def parse_args(argv):
@@ -49,13 +63,25 @@ def main(argv=None):
     params_from_dict(base, source=path)
     runs = search.grid(base, [search.parse_axis(axis) for axis in args.grid])
     children = search.write_children(args.parent_dir, runs)
-    failed = []
-    for number, child in enumerate(children, 1):
-        print(f"[{number}/{len(children)}] {child}", flush=True)
-        command = _train_command() + ["--model_dir", child, "--data_dir", args.data_dir]
-        if subprocess.run(command, check=False).returncode != 0:
-            failed.append(child)
+    labels = [f"[{number}/{len(children)}] {child}" for number, child in enumerate(children, 1)]
+    failed, later = [], []
+    for child, label in zip(children, labels):
+        with search.setting_claimed(child) as holder:
+            if holder is None:
+                print(label, flush=True)
+                if not _trained(child, args.data_dir):
+                    failed.append(child)
+        if holder is not None:
+            print(f"{label}: being trained by {holder}; back to it after the other settings",
+                  flush=True)
+            later.append((child, label))
+    for child, label in later:
+        print(f"{label}: back to it once the process training it is done", flush=True)
+        with search.setting_claimed(child, wait=True):
+            if not _trained(child, args.data_dir):
+                failed.append(child)
     if failed:
+        failed.sort(key=children.index)
         raise UserError(f"{len(failed)} of {len(children)} settings failed ({', '.join(failed)}); "
                         "see their train.log")
     print(search.markdown_table(search.collect_results(args.parent_dir)))
