@@ -30,8 +30,37 @@ def write_train_step(writer, step, loss, summaries, images):
         tf.summary.image("train_image", images[:1])
 
 
+# Recorded for every run: what a reader compares first. Other keys are recorded only when
+# they differ from their defaults, so that the dashboard (which lists the keys that
+# differ between runs first, then all others by name) shows the metrics without
+# scrolling rather than 33 columns of defaults.
+HPARAMS_ALWAYS = ("triplet_strategy", "margin", "learning_rate", "embedding_size",
+                  "batch_size", "num_epochs")
+
+
+def hparams_of(params):
+    """The hyper-parameters recorded for the HParams dashboard: :data:`HPARAMS_ALWAYS`, the
+    distance actually used, and every other key set to other than its default. The
+    dashboard takes numbers, booleans and strings: class lists are shown as JSON."""
+    defaults = type(params)().to_dict()
+    values = {key: value for key, value in params.to_dict().items()
+              if key in HPARAMS_ALWAYS or value != defaults[key]}
+    values["distance"] = params.distance_metric
+    return {key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+            for key, value in values.items() if value is not None}
+
+
+def session_name(model_dir):
+    """The run's name in the HParams dashboard: its folder and the folder above it
+    (``search_a/margin_0.2``), so that same-named runs of two searches under one logdir
+    stay apart (the dashboard averages sessions of one name into one row)."""
+    path = os.path.abspath(model_dir)
+    return f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}"
+
+
 def write_hparams(eval_writer, model_dir, params):
-    """Record the run in TensorBoard's HParams dashboard.
+    """Record the run in TensorBoard's HParams dashboard (:func:`hparams_of`, under
+    :func:`session_name`).
 
     The record goes into the eval/ run, not the model_dir root: an event file there
     would make TensorBoard list a run named "." (or the folder's name) holding nothing
@@ -40,8 +69,5 @@ def write_hparams(eval_writer, model_dir, params):
     """
     from tensorboard.plugins.hparams import api as hp
 
-    # The dashboard takes numbers, booleans and strings: class lists are shown as JSON.
-    values = {key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
-              for key, value in params.to_dict().items() if value is not None}
     with eval_writer.as_default():
-        hp.hparams(values, trial_id=os.path.basename(os.path.abspath(model_dir)))
+        hp.hparams(hparams_of(params), trial_id=session_name(model_dir))
