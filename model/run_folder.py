@@ -9,6 +9,7 @@ Layout (``params.json`` is the user's; everything else is written by a run):
     train/, eval/           TensorBoard event files (eval/ also holds the HParams record)
     metrics_eval_untrained.json, metrics_eval_last.json, metrics_eval_best.json
     metrics_test_best.json  with a validation split: the test figures of the best checkpoint
+    metrics_test_untrained.json  and those of the untrained network
     export/, verification.json   the final network and its same / different threshold
     dataset.json            the data the run reads (model.datasets); cache/ its decoded images
     retrieval/              indexes of the galleries retrieve.py searched (model.retrieval)
@@ -32,8 +33,10 @@ SUMMARY_DIRS = {"train": "train", "eval": "eval"}
 CHECKPOINT_DIRS = {"latest": "checkpoints", "best": "best"}
 CHECKPOINT_PREFIX = "ckpt"
 METRICS_FILES = {kind: f"metrics_eval_{kind}.json" for kind in ("untrained", "last", "best")}
-# With a validation split: the test figures of the checkpoint chosen on it.
+# With a validation split: the test figures of the checkpoint chosen on it, and of the
+# untrained network (the eval files then hold the validation split's).
 TEST_BEST_FILE = "metrics_test_best.json"
+TEST_UNTRAINED_FILE = "metrics_test_untrained.json"
 EXPORT_DIR = "export"
 VERIFICATION_FILE = "verification.json"
 DATASET_FILE = "dataset.json"
@@ -44,7 +47,7 @@ LOCK_FILE = ".lock"
 _FOLDERS = (*CHECKPOINT_DIRS.values(), *SUMMARY_DIRS.values(), EXPORT_DIR, CACHE_DIR,
             RETRIEVAL_DIR)
 _FILES = (TRAIN_LOG, RESOLVED_PARAMS_FILENAME, *METRICS_FILES.values(), TEST_BEST_FILE,
-          VERIFICATION_FILE, DATASET_FILE)
+          TEST_UNTRAINED_FILE, VERIFICATION_FILE, DATASET_FILE)
 
 # Keys that may change between a run and its resumption without changing what the
 # checkpoints mean (e.g. train for more epochs). num_labels only bounds the labels and P

@@ -10,7 +10,7 @@ import os
 from . import files
 from .errors import UserError
 from .params import PARAMS_FILENAME, params_from_dict
-from .run_folder import LOCK_FILE, METRICS_FILES, TEST_BEST_FILE
+from .run_folder import LOCK_FILE, METRICS_FILES, TEST_BEST_FILE, TEST_UNTRAINED_FILE
 
 # Recall@1 is precision@1: the table shows Recall@2, 4 and 8 beside it.
 RESULT_COLUMNS = ("precision_at_1", "r_precision", "map_at_r", "recall_at_2", "recall_at_4",
@@ -173,9 +173,10 @@ def collect_results(parent_dir, which="best"):
     Reads ``metrics_eval_{which}.json`` (its figures, epoch and ``train_minutes``) and,
     when present, ``metrics_eval_untrained.json`` (as ``untrained_*`` columns). For the
     best epoch of a run with a validation split, the figures are the test set's of the
-    checkpoint chosen on validation (``metrics_test_best.json``; no untrained columns:
-    those were measured on validation), and ``selected_on`` says which split chose the
-    epoch; with ``which="last"`` such a run's figures are its validation split's. A file
+    checkpoint chosen on validation (``metrics_test_best.json``, and the untrained
+    network's test figures, ``metrics_test_untrained.json``), and ``selected_on`` says
+    which split chose the epoch; with ``which="last"`` such a run's figures (and
+    untrained columns) are its validation split's. A file
     that is not a JSON object of figures is skipped with a one-line warning naming it.
     """
     rows = []
@@ -188,18 +189,19 @@ def collect_results(parent_dir, which="best"):
         if values is None:
             continue
         validated = TEST_BEST_FILE in names  # its eval figures are the validation split's
+        untrained_file = METRICS_FILES["untrained"]
         if which == "best" and validated:
             values = _read_figures(os.path.join(root, TEST_BEST_FILE))
             if values is None:
                 continue
             values["selected_on"] = "validation"
-        else:
-            if which == "best":
-                values["selected_on"] = "test"
-            if METRICS_FILES["untrained"] in names:
-                untrained = _read_figures(os.path.join(root, METRICS_FILES["untrained"])) or {}
-                values.update({f"untrained_{name}": value for name, value in untrained.items()
-                               if name in UNTRAINED_COLUMNS})
+            untrained_file = TEST_UNTRAINED_FILE
+        elif which == "best":
+            values["selected_on"] = "test"
+        if untrained_file in names:
+            untrained = _read_figures(os.path.join(root, untrained_file)) or {}
+            values.update({f"untrained_{name}": value for name, value in untrained.items()
+                           if name in UNTRAINED_COLUMNS})
         rows.append((os.path.relpath(root, parent_dir), values))
     return rows
 

@@ -128,6 +128,8 @@ def _train(run, data, restored):
             record, embeddings = _complete_records(run, record, watched, eval_writer)
     elif run.chief:
         _evaluate_untrained(run, watched, eval_writer)
+        if data.validation is not None:
+            _test_untrained(run, data.test)
     if run.epoch.numpy() >= params.num_epochs:
         logging.info("%s already finished %d epochs (step %d). Raise num_epochs to train "
                      "longer.", model_dir, int(run.epoch.numpy()), int(run.step.numpy()))
@@ -263,6 +265,15 @@ def _evaluate_untrained(run, watched, eval_writer):
     files.write_json(metrics_path(run.model_dir, "untrained"),
                      {"epoch": 0, "step": 0, **results})
     logging.info("Untrained network: %s", _format(results))
+
+
+def _test_untrained(run, test):
+    """Write ``metrics_test_untrained.json``: the untrained network on the test set, the
+    baseline of ``metrics_test_best.json`` when a validation split chooses the epoch."""
+    results, _ = run.evaluate(test)
+    files.write_json(os.path.join(run.model_dir, run_folder.TEST_UNTRAINED_FILE),
+                     {"epoch": 0, "step": 0, **results})
+    logging.info("Untrained network on the test set: %s", _format(_figures(results)))
 
 
 def _evaluate_best(run, split):

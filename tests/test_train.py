@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model import datasets, evaluation, network, pipelines, run_folder, training
+from model import (datasets, evaluation, network, pipelines, run_folder, search, state,
+                   training)
 from model.errors import UserError
 from conftest import TINY, run_script, tiny_params, write_image_folders
 
@@ -383,6 +384,15 @@ def test_an_open_set_run_chooses_on_held_out_classes_and_tests_on_unseen_ones(tm
     for name in ("map_at_r", "recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8"):
         assert tested[name] == pytest.approx(on_unseen[name]), name
     assert tested["recall_at_1"] == tested["precision_at_1"]
+    # The untrained network on the unseen classes: the baseline of the tested figures.
+    untrained = json.load(open(os.path.join(model_dir, run_folder.TEST_UNTRAINED_FILE)))
+    data = datasets.for_training(params, tiny_data_dir, None)
+    training.seed_everything(params.seed)
+    fresh = state.Run(params, str(tmp_path / "fresh"),
+                      steps_per_epoch=pipelines.steps_per_epoch(len(data.train[1]), params))
+    assert untrained["map_at_r"] == pytest.approx(fresh.evaluate(data.test)[0]["map_at_r"])
+    (row_name, row), = search.collect_results(str(tmp_path))
+    assert row["untrained_map_at_r"] == untrained["map_at_r"]
 
 
 def test_the_cosine_schedule_decays_from_the_learning_rate_to_zero_over_the_run():
