@@ -78,12 +78,12 @@ def is_folder_dataset(data_dir):
     return os.path.isdir(os.path.join(data_dir, TRAIN_DIR))
 
 
-def _first_names_in(paths, root):
+def first_names_in(paths, root):
     """:func:`first_names` of ``paths``, relative to ``root``, printable."""
     return first_names([image_ops.printable(os.path.relpath(path, root)) for path in paths])
 
 
-def _is_utf8(path):
+def is_utf8(path):
     """Whether ``path`` (a str from the file system) was UTF-8 on disk."""
     # Python decodes the bytes of a name that are not UTF-8 to lone surrogates.
     try:
@@ -121,11 +121,24 @@ def _walk_files(folder, seen):
     return found
 
 
-def _is_special(entry):
+def is_special(entry):
     """Whether ``entry`` is a FIFO, device or socket, or a link to one."""
     # is_file() needs no system call for a regular file; a broken link is not special:
     # it fails to decode, and is reported with the files that do not decode.
     return not entry.is_file() and os.path.exists(entry.path)
+
+
+def report_unusable(special, not_utf8, folder):
+    """One warning line for the files of ``folder`` skipped as not regular files
+    (:func:`is_special`), one for those whose paths are not UTF-8."""
+    if special:
+        logging.warning("Skipped %d file(s) that are not regular files (FIFOs, devices, "
+                        "sockets) in %s: %s", len(special), folder,
+                        first_names_in(special, folder))
+    if not_utf8:
+        logging.warning("Skipped %d file(s) whose paths are not UTF-8 in %s: %s; rename them "
+                        "to use them (TensorFlow reads only UTF-8 paths)", len(not_utf8),
+                        folder, first_names_in(not_utf8, folder))
 
 
 def scan_classes(split_dir):
@@ -140,7 +153,7 @@ def scan_classes(split_dir):
         UserError: no class folder, images directly in ``split_dir``, or a path that is not
             UTF-8 (``split_dir``'s or a class folder's).
     """
-    if not _is_utf8(split_dir):
+    if not is_utf8(split_dir):
         raise UserError(f"{image_ops.printable(split_dir)}: the path is not UTF-8, which "
                         "TensorFlow needs; rename the folders on it in UTF-8")
     if not os.path.isdir(split_dir):
@@ -150,13 +163,13 @@ def scan_classes(split_dir):
              if entry.is_file() and entry.name.lower().endswith(image_ops.IMAGE_SUFFIXES)]
     if loose:
         raise UserError(f"{split_dir} holds images outside class folders "
-                        f"({_first_names_in(loose, split_dir)}); move each into "
+                        f"({first_names_in(loose, split_dir)}); move each into "
                         f"{split_dir}/<class name>/")
     folders = [entry for entry in entries if not entry.name.startswith(".") and entry.is_dir()]
-    misnamed = [entry.path for entry in folders if not _is_utf8(entry.name)]
+    misnamed = [entry.path for entry in folders if not is_utf8(entry.name)]
     if misnamed:
         raise UserError(f"{split_dir} holds class folders whose names are not UTF-8 "
-                        f"({_first_names_in(misnamed, split_dir)}); rename them in UTF-8: "
+                        f"({first_names_in(misnamed, split_dir)}); rename them in UTF-8: "
                         "the class names are written to dataset.json, metadata.tsv and "
                         "pictures")
     classes, empty, ignored, special, not_utf8 = {}, [], [], [], []
@@ -169,9 +182,9 @@ def scan_classes(split_dir):
             for entry in _walk_files(folder.path, set()):
                 if not entry.name.lower().endswith(image_ops.IMAGE_SUFFIXES):
                     ignored.append(entry.path)
-                elif _is_special(entry):
+                elif is_special(entry):
                     special.append(entry.path)
-                elif not _is_utf8(entry.path):
+                elif not is_utf8(entry.path):
                     not_utf8.append(entry.path)
                 else:
                     paths.append(entry.path)
@@ -183,18 +196,11 @@ def scan_classes(split_dir):
     if ignored:
         logging.warning("Ignored %d file(s) without an image suffix (%s) in %s: %s",
                         len(ignored), "/".join(image_ops.IMAGE_SUFFIXES), split_dir,
-                        _first_names_in(ignored, split_dir))
-    if special:
-        logging.warning("Skipped %d file(s) that are not regular files (FIFOs, devices, "
-                        "sockets) in %s: %s", len(special), split_dir,
-                        _first_names_in(special, split_dir))
-    if not_utf8:
-        logging.warning("Skipped %d file(s) whose paths are not UTF-8 in %s: %s; rename them "
-                        "to use them (TensorFlow reads only UTF-8 paths)", len(not_utf8),
-                        split_dir, _first_names_in(not_utf8, split_dir))
+                        first_names_in(ignored, split_dir))
+    report_unusable(special, not_utf8, split_dir)
     if empty:
         logging.warning("Ignored %d class folder(s) without images in %s: %s", len(empty),
-                        split_dir, _first_names_in(empty, split_dir))
+                        split_dir, first_names_in(empty, split_dir))
     if not classes:
         raise UserError(f"{split_dir} holds no class folder with images; put the images of "
                         f"each class in {split_dir}/<class name>/ (PNG, JPEG, GIF or BMP)")
@@ -267,11 +273,11 @@ def _keep_decodable(classes, split_dir, parallel):
         logging.warning("Skipped %d file(s) of %d larger than %s pixels (the limit that "
                         "bounds the memory of decoding one) in %s: %s; shrink them to use "
                         "them", len(large), len(paths), f"{image_ops.MAX_PIXELS:,}", split_dir,
-                        _first_names_in(large, split_dir))
+                        first_names_in(large, split_dir))
     bad = [path for path, good, refused in zip(paths, ok, too_large) if not (good or refused)]
     if bad:
         logging.warning("Skipped %d file(s) of %d that do not decode as images in %s: %s",
-                        len(bad), len(paths), split_dir, _first_names_in(bad, split_dir))
+                        len(bad), len(paths), split_dir, first_names_in(bad, split_dir))
     good = {path for path, keep in zip(paths, ok) if keep}
     kept = {name: [path for path in files if path in good] for name, files in classes.items()}
     lost = [name for name, files in kept.items() if not files]

@@ -145,42 +145,19 @@ def _loose_images(folder):
                    key=lambda entry: entry.name)
     if not named:
         return None
-    if not _is_utf8(folder):
+    if not image_folder.is_utf8(folder):
         raise UserError(f"{image_ops.printable(folder)}: the path is not UTF-8, which "
                         "TensorFlow needs; rename the folders on it in UTF-8")
     special, not_utf8, paths = [], [], []
     for entry in named:
-        # A broken link is not special: it fails to decode, and is reported with those files.
-        if not entry.is_file() and os.path.exists(entry.path):
+        if image_folder.is_special(entry):
             special.append(entry.path)
-        elif not _is_utf8(entry.name):
+        elif not image_folder.is_utf8(entry.name):
             not_utf8.append(entry.path)
         else:
             paths.append(entry.path)
-    if special:
-        logging.warning("Skipped %d file(s) that are not regular files (FIFOs, devices, "
-                        "sockets) in %s: %s", len(special), folder,
-                        _first_names_in(special, folder))
-    if not_utf8:
-        logging.warning("Skipped %d file(s) whose paths are not UTF-8 in %s: %s; rename them "
-                        "to use them (TensorFlow reads only UTF-8 paths)", len(not_utf8),
-                        folder, _first_names_in(not_utf8, folder))
+    image_folder.report_unusable(special, not_utf8, folder)
     return paths
-
-
-def _is_utf8(path):
-    """Whether ``path`` (a str from the file system) was UTF-8 on disk: Python decodes the
-    bytes of a name that are not UTF-8 to lone surrogates."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _first_names_in(paths, folder):
-    """:func:`first_names` of ``paths``, relative to ``folder``, printable."""
-    return first_names([image_ops.printable(os.path.relpath(path, folder)) for path in paths])
 
 
 def _files(paths, params):
