@@ -1,20 +1,28 @@
 """TensorBoard projector files of embeddings, and the sprite of thumbnails they show.
 
 The sprite is tiled with numpy and encoded with ``tf.io.encode_png``. Files
-:func:`write_projector` puts in ``log_dir`` (``tensorboard --logdir log_dir``, Projector
-tab):
+:func:`write_projector` puts in ``log_dir``:
 
-    <tensor_name>.ckpt.index, .data-*   the embeddings as a checkpointed tf.Variable
-    metadata.tsv                        one label per row, in embedding order
-    sprite.png                          the thumbnails in a square grid, same order
-    projector_config.pbtxt              ties the three together
+    embeddings.tsv            the embeddings, one row per line (float32, exactly)
+    metadata.tsv              one label per row, in embedding order
+    sprite.png                the thumbnails in a square grid, same order
+    projector_config.pbtxt    ties the three together, by paths relative to it
+    events.out.tfevents.*     an empty event file
+
+TensorBoard's projector only looks for a config in folders it lists as runs, and it
+lists only folders that hold event files: the empty one makes ``log_dir`` a run, so the
+projector shows it under ``tensorboard --logdir log_dir`` or any folder above it, and
+relative paths keep it working after the folder is moved or copied. The embeddings are
+a TSV file rather than a checkpoint: the projector then names the tensor as the config
+says (``embeddings``), not ``<name>/.ATTRIBUTES/VARIABLE_VALUE``.
 
 The t-SNE / PCA picture of the same embeddings is :mod:`model.visualize`'s.
 """
 
+import glob
+import io
 import math
 import os
-import shutil
 import re
 
 import numpy as np
@@ -25,6 +33,7 @@ from . import files, pipelines
 from .embedding_checks import checked_embeddings, checked_labels
 from .image_folder import ImageFiles
 
+TENSOR_FILENAME = "embeddings.tsv"
 METADATA_FILENAME = "metadata.tsv"
 SPRITE_FILENAME = "sprite.png"
 # The name tensorboard_projector.visualize_embeddings gives the config it writes.
@@ -117,30 +126,22 @@ def one_line_names(names):
     return [" ".join(str(name).split()) for name in names]
 
 
-def projector_tensor_key(tensor_name):
-    """The checkpoint key of a variable saved as ``tf.train.Checkpoint(tensor_name=var)``."""
-    return f"{tensor_name}/.ATTRIBUTES/VARIABLE_VALUE"
+def write_projector(log_dir, embeddings, labels, images, tensor_name="embeddings"):
+    """Write the embeddings, labels and thumbnails for TensorBoard's projector into
+    ``log_dir``, a folder TensorBoard lists as a run (see the module's docstring).
 
-
-def write_projector(log_dir, embeddings, labels, images, tensor_name="test_embeddings"):
-    """Write the embeddings, labels and thumbnails for TensorBoard's projector.
-
-    A previous projector config in ``log_dir`` is replaced. The config holds the
-    checkpoint's absolute path: the projector opens that path as given (a relative
-    one would depend on where TensorBoard is started) and, without one, would pick
-    the folder's latest training checkpoint instead. Moving ``log_dir`` therefore
-    needs the files written again.
+    A previous projector in ``log_dir`` is replaced; every file is written atomically.
 
     Args:
-        log_dir: folder given to ``tensorboard --logdir`` (created if missing).
+        log_dir: the folder (created if missing), e.g. ``MODEL_DIR/projector``.
         embeddings: float [N, D].
         labels: [N] labels, written one per row to ``metadata.tsv``.
         images: uint8 [N, h, w] or [N, h, w, 3] thumbnails of the same rows, in the same
             order (see :func:`thumbnails` for images too large for one sprite).
-        tensor_name: name of the variable in the checkpoint (a Python identifier).
+        tensor_name: the name the projector shows for the embeddings.
 
     Returns:
-        dict of the written paths: "checkpoint" (prefix), "metadata", "sprite", "config".
+        dict of the written paths: "tensor", "metadata", "sprite", "config".
 
     Raises:
         ValueError: on inconsistent shapes, a bad tensor_name, or a sprite larger
@@ -149,20 +150,22 @@ def write_projector(log_dir, embeddings, labels, images, tensor_name="test_embed
     embeddings, label_lines, images = _checked_projector_input(embeddings, labels, images,
                                                                tensor_name)
     os.makedirs(log_dir, exist_ok=True)
-    paths = {name: os.path.abspath(os.path.join(log_dir, filename)) for name, filename in (
-        ("checkpoint", f"{tensor_name}.ckpt"), ("metadata", METADATA_FILENAME),
+    paths = {name: os.path.join(log_dir, filename) for name, filename in (
+        ("tensor", TENSOR_FILENAME), ("metadata", METADATA_FILENAME),
         ("sprite", SPRITE_FILENAME), ("config", CONFIG_FILENAME))}
-    # What TensorFlow's writer leaves when killed mid-write (the shards before the rename).
-    shutil.rmtree(paths["checkpoint"] + "_temp", ignore_errors=True)
-    variable = tf.Variable(embeddings.astype(np.float32), trainable=False)
-    # write(), not save(): save() would rewrite the folder's "checkpoint" index file,
-    # which belongs to any training checkpoints kept there.
-    tf.train.Checkpoint(**{tensor_name: variable}).write(paths["checkpoint"])
+    text = io.StringIO()
+    # 9 significant digits give back every float32 exactly.
+    np.savetxt(text, embeddings.astype(np.float32), fmt="%.9g", delimiter="\t")
+    files.write_text(paths["tensor"], text.getvalue())
     # The projector takes a first line as a header only when it has a tab, so a
     # single-column file has no header: line i is the label of row i.
     files.write_text(paths["metadata"], "".join(line + "\n" for line in label_lines))
     files.write_bytes(paths["sprite"], _png_bytes(make_sprite(images)))
-    _write_projector_config(log_dir, paths["checkpoint"], tensor_name, images.shape[1:3])
+    _write_projector_config(paths["config"], tensor_name, embeddings.shape, images.shape[1:3])
+    if not glob.glob(os.path.join(glob.escape(log_dir), "events.out.tfevents.*")):
+        writer = tf.summary.create_file_writer(log_dir)
+        writer.flush()
+        writer.close()
     return paths
 
 
@@ -179,7 +182,7 @@ def _checked_projector_input(embeddings, labels, images, tensor_name):
                          "thumbnail of every embedded row, in the same order")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", tensor_name):
         raise ValueError(f"tensor_name {tensor_name!r} must be a Python identifier, "
-                         "e.g. test_embeddings")
+                         "e.g. embeddings")
     label_lines = [str(label) for label in labels.tolist()]
     if any(("\t" in line or "\n" in line) for line in label_lines):
         raise ValueError("labels must not contain tabs or newlines; they are written "
@@ -200,15 +203,18 @@ def _png_bytes(image):
     return tf.io.encode_png(image).numpy()
 
 
-def _write_projector_config(log_dir, checkpoint_path, tensor_name, thumbnail_shape):
-    """The projector_config.pbtxt that points the projector at the other files."""
+def _write_projector_config(path, tensor_name, shape, thumbnail_shape):
+    """The projector_config.pbtxt that points the projector at the other files, by paths
+    relative to its own folder (the projector resolves them against it)."""
+    from google.protobuf import text_format
+
     config = tensorboard_projector.ProjectorConfig()
-    config.model_checkpoint_path = checkpoint_path
     embedding = config.embeddings.add()
-    embedding.tensor_name = projector_tensor_key(tensor_name)
-    # Relative paths: the projector resolves them against the config's folder.
+    embedding.tensor_name = tensor_name
+    embedding.tensor_path = TENSOR_FILENAME
+    embedding.tensor_shape.extend(shape)
     embedding.metadata_path = METADATA_FILENAME
     embedding.sprite.image_path = SPRITE_FILENAME
     height, width = thumbnail_shape
     embedding.sprite.single_image_dim.extend([width, height])
-    tensorboard_projector.visualize_embeddings(log_dir, config)
+    files.write_text(path, text_format.MessageToString(config))

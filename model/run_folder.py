@@ -13,6 +13,7 @@ Layout (``params.json`` is the user's; everything else is written by a run):
     export/, verification.json   the final network and its same / different threshold
     dataset.json            the data the run reads (model.datasets); cache/ its decoded images
     retrieval/              indexes of the galleries retrieve.py searched (model.retrieval)
+    projector/              TensorBoard projector files of visualize_embeddings.py
     .lock                   held by the process training in the folder
 
 Every name of that layout is defined here, once. The module loads without TensorFlow,
@@ -42,10 +43,11 @@ VERIFICATION_FILE = "verification.json"
 DATASET_FILE = "dataset.json"
 CACHE_DIR = "cache"
 RETRIEVAL_DIR = "retrieval"
+PROJECTOR_DIR = "projector"
 LOCK_FILE = ".lock"
 
 _FOLDERS = (*CHECKPOINT_DIRS.values(), *SUMMARY_DIRS.values(), EXPORT_DIR, CACHE_DIR,
-            RETRIEVAL_DIR)
+            RETRIEVAL_DIR, PROJECTOR_DIR)
 _FILES = (TRAIN_LOG, RESOLVED_PARAMS_FILENAME, *METRICS_FILES.values(), TEST_BEST_FILE,
           TEST_UNTRAINED_FILE, VERIFICATION_FILE, DATASET_FILE)
 

@@ -19,7 +19,8 @@ UNTRAINED_COLUMNS = ("precision_at_1", "map_at_r")
 TABLE_COLUMNS = RESULT_COLUMNS + ("train_minutes",) + tuple(
     f"untrained_{name}" for name in UNTRAINED_COLUMNS)
 # Folders a run writes into its model_dir: no experiment below them.
-RUN_OUTPUT_DIRS = ("checkpoints", "best", "export", "train", "eval")
+RUN_OUTPUT_DIRS = ("checkpoints", "best", "export", "train", "eval", "projector", "cache",
+                   "retrieval")
 # The longest file name of common file systems (ext4, XFS, Btrfs: 255 bytes).
 MAX_NAME_BYTES = 255
 # Hex digits of the setting's hash that end a shortened folder name.

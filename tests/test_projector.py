@@ -1,5 +1,6 @@
 """TensorBoard projector files and the sprite of thumbnails (model/projector.py)."""
 
+import json
 import os
 
 import numpy as np
@@ -12,9 +13,6 @@ from tensorboard.plugins.projector.projector_plugin import ProjectorPlugin
 from werkzeug.test import Client
 
 from model import projector
-
-KEY = "test_embeddings/.ATTRIBUTES/VARIABLE_VALUE"
-
 
 def numbered_images(n, h, w):
     """uint8 [n, h, w]; image i is filled with i + 1 (mod 256), so no image is blank."""
@@ -106,9 +104,13 @@ def test_projector_files_read_back(tmp_path):
         text_format.Parse(f.read(), config)
     assert paths["config"] == str(tmp_path / "projector_config.pbtxt")
     [embedding] = config.embeddings
-    assert embedding.tensor_name == KEY
-    reader = tf.train.load_checkpoint(config.model_checkpoint_path)
-    np.testing.assert_array_equal(reader.get_tensor(embedding.tensor_name), embeddings)
+    assert embedding.tensor_name == "embeddings" and not config.model_checkpoint_path
+    # Paths relative to the config: the folder can move.
+    assert not any(os.path.isabs(path) for path in (
+        embedding.tensor_path, embedding.metadata_path, embedding.sprite.image_path))
+    stored = np.loadtxt(tmp_path / embedding.tensor_path, delimiter="\t", dtype=np.float32)
+    np.testing.assert_array_equal(stored, embeddings)  # float32, exactly
+    assert list(embedding.tensor_shape) == [50, 6]
 
     with open(tmp_path / embedding.metadata_path) as f:
         assert f.read().splitlines() == [str(label) for label in labels]
@@ -117,29 +119,55 @@ def test_projector_files_read_back(tmp_path):
     sprite = read_png(str(tmp_path / embedding.sprite.image_path))
     assert sprite.shape == (8 * 8, 8 * 10, 1)  # ceil(sqrt(50)) = 8 per side
     np.testing.assert_array_equal(sprite[:, :, 0], projector.make_sprite(images))
-
-
-def test_tensorboard_projector_plugin_serves_the_files(tmp_path):
-    # The worst case for finding the right checkpoint: a training checkpoint with
-    # its own 2-D variables saved in the same folder just before.
-    training_vars = tf.train.Checkpoint(kernel=tf.Variable(tf.ones([3, 4])))
-    manager = tf.train.CheckpointManager(training_vars, str(tmp_path), max_to_keep=1)
-    saved = manager.save()
-    embeddings, labels, images = projector_data(n=30, d=4, h=5, w=5)
+    # One event file, kept when the projector is written again.
+    events = sorted(p for p in os.listdir(tmp_path) if p.startswith("events.out.tfevents."))
     projector.write_projector(str(tmp_path), embeddings, labels, images)
-    assert tf.train.latest_checkpoint(str(tmp_path)) == saved  # its index is untouched
+    assert len(events) == 1 and sorted(
+        p for p in os.listdir(tmp_path) if p.startswith("events.out.tfevents.")) == events
 
-    plugin = ProjectorPlugin(base_plugin.TBContext(logdir=str(tmp_path), data_provider=None))
-    assert serve(plugin, "/runs") == b'["."]'
-    info = serve(plugin, "/info", run=".")
-    assert KEY.encode() in info and b"kernel" not in info
-    tensor = np.frombuffer(serve(plugin, "/tensor", run=".", name=KEY), np.float32)
-    np.testing.assert_array_equal(tensor.reshape(30, 4), embeddings)
-    metadata = serve(plugin, "/metadata", run=".", name=KEY).decode()
-    assert metadata.splitlines() == [str(label) for label in labels]
-    sprite = serve(plugin, "/sprite_image", run=".", name=KEY)
-    np.testing.assert_array_equal(tf.io.decode_png(sprite)[:, :, 0],
-                                  projector.make_sprite(images))
+
+def projector_as_tensorboard_serves_it(logdir):
+    """The projector plugin of ``tensorboard --logdir logdir``, with its runs found the
+    way TensorBoard finds them (folders holding event files)."""
+    from tensorboard.backend.event_processing import data_provider
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    return ProjectorPlugin(base_plugin.TBContext(
+        logdir=str(logdir), multiplexer=multiplexer,
+        data_provider=data_provider.MultiplexerDataProvider(multiplexer, str(logdir))))
+
+
+def test_tensorboard_shows_the_projector_from_the_run_its_parent_and_after_a_move(tmp_path):
+    embeddings, labels, images = projector_data(n=30, d=4, h=5, w=5)
+    run = tmp_path / "search" / "margin_0.2"
+    # A training checkpoint and event files beside it, as in a run folder.
+    tf.train.CheckpointManager(tf.train.Checkpoint(kernel=tf.Variable(tf.ones([3, 4]))),
+                               str(run / "checkpoints"), max_to_keep=1).save()
+    writer = tf.summary.create_file_writer(str(run / "eval"))
+    with writer.as_default():
+        tf.summary.scalar("map_at_r", 0.5, step=1)
+    writer.close()
+    projector.write_projector(str(run / "projector"), embeddings, labels, images)
+    moved = tmp_path / "elsewhere"
+    for logdir, name in ((run, "projector"), (tmp_path / "search", "margin_0.2/projector"),
+                         (moved, "projector")):
+        if logdir == moved:
+            os.rename(run, moved)
+        plugin = projector_as_tensorboard_serves_it(logdir)
+        assert name in json.loads(serve(plugin, "/runs"))
+        info = json.loads(serve(plugin, "/info", run=name))
+        assert [e["tensorName"] for e in info["embeddings"]] == ["embeddings"]
+        tensor = np.frombuffer(serve(plugin, "/tensor", run=name, name="embeddings"),
+                               np.float32)
+        np.testing.assert_array_equal(tensor.reshape(30, 4), embeddings)
+        metadata = serve(plugin, "/metadata", run=name, name="embeddings").decode()
+        assert metadata.splitlines() == [str(label) for label in labels]
+        sprite = serve(plugin, "/sprite_image", run=name, name="embeddings")
+        np.testing.assert_array_equal(tf.io.decode_png(sprite)[:, :, 0],
+                                      projector.make_sprite(images))
 
 
 @pytest.mark.parametrize("change, message", [
@@ -156,12 +184,3 @@ def test_projector_rejects_bad_input(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         projector.write_projector(str(tmp_path), **arguments)
     assert not os.listdir(tmp_path)
-
-
-def test_a_writer_killed_mid_write_leaves_no_temp_folder_after_the_next_write(tmp_path):
-    leftover = tmp_path / "test_embeddings.ckpt_temp"
-    leftover.mkdir()
-    (leftover / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"half")
-    projector.write_projector(str(tmp_path), np.zeros((4, 3), np.float32), [0, 1, 0, 1],
-                              np.zeros((4, 5, 5), np.uint8))
-    assert not leftover.exists()

@@ -276,9 +276,9 @@ def test_cli_on_image_folders_trains_evaluates_visualizes_and_embeds(tmp_path):
     result = run_script("visualize_embeddings.py", "--model_dir", str(model_dir), "--data_dir",
                         data_dir)
     assert result.returncode == 0, result.stderr
-    names = (model_dir / "metadata.tsv").read_text().splitlines()
+    names = (model_dir / "projector" / "metadata.tsv").read_text().splitlines()
     assert len(names) == 60 and set(names) == set(record["class_names"])
-    sprite = tf.io.decode_png(tf.io.read_file(str(model_dir / "sprite.png"))).numpy()
+    sprite = tf.io.decode_png(tf.io.read_file(str(model_dir / "projector" / "sprite.png"))).numpy()
     assert sprite.shape == (8 * 24, 8 * 24, 3)  # ceil(sqrt(60)) = 8 colour cells of 24 px
     assert os.path.getsize(model_dir / "embeddings.png") > 0
 

@@ -18,7 +18,6 @@ from model.commands import visualize_embeddings
 from model.files import write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KEY = "test_embeddings/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def read_png(path):
@@ -228,16 +227,18 @@ def test_cli_writes_projector_files_and_the_picture(tmp_path, tiny_data_dir, mon
     assert titles == ["run, epoch 1 (latest): 100 test images of data, 8 dimensions"]
 
     images, labels = mnist_dataset.load_split(tiny_data_dir, "test")
+    folder = os.path.join(model_dir, "projector")
     config = ProjectorConfig()
-    with open(os.path.join(model_dir, "projector_config.pbtxt")) as f:
+    with open(os.path.join(folder, "projector_config.pbtxt")) as f:
         text_format.Parse(f.read(), config)
-    stored = tf.train.load_checkpoint(config.model_checkpoint_path).get_tensor(KEY)
+    [embedding] = config.embeddings
+    stored = np.loadtxt(os.path.join(folder, embedding.tensor_path), delimiter="\t")
     np.testing.assert_allclose(stored, evaluation.embed_images(model, images, tiny_params()),
                                atol=1e-5)
-    with open(os.path.join(model_dir, "metadata.tsv")) as f:
+    with open(os.path.join(folder, "metadata.tsv")) as f:
         assert f.read().splitlines() == [str(label) for label in labels]
     side = math.ceil(math.sqrt(len(images)))
-    assert read_png(os.path.join(model_dir, "sprite.png")).shape == (side * 28, side * 28, 1)
+    assert read_png(os.path.join(folder, "sprite.png")).shape == (side * 28, side * 28, 1)
     assert read_png(os.path.join(model_dir, "embeddings.png")).shape[:2] == (660, 1400)
 
 

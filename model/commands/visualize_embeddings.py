@@ -5,16 +5,18 @@
 
 Writes into MODEL_DIR:
 
-    test_embeddings.ckpt.*   the test embeddings [N, embedding_size] as a checkpoint
-    metadata.tsv             the class name of each row (no header: a single column)
-    sprite.png               the test images in a square grid, in row order (in colour
+    projector/               TensorBoard's projector files, a run of its own (shown with
+                             --logdir MODEL_DIR or any folder above it, also after a move):
+      embeddings.tsv         the test embeddings [N, embedding_size]
+      metadata.tsv           the class name of each row (no header: a single column)
+      sprite.png             the test images in a square grid, in row order (in colour
                              for colour data; shrunk if the grid would pass 8192 pixels)
-    projector_config.pbtxt   the projector config tying them together
+      projector_config.pbtxt the projector config tying them together
     embeddings.png           a t-SNE (left) and a PCA (right) of the embeddings,
                              coloured by class, as in the original blog post
 
-The projector config holds the checkpoint's absolute path: after moving MODEL_DIR,
-run this script again.
+In the Projector tab, choose "Color by: label" to colour the points by class (the
+config cannot preset it).
 """
 
 import argparse
@@ -40,7 +42,7 @@ def main(argv=None):
     params = cli.start_reader(args.model_dir)
     import numpy as np
 
-    from .. import datasets, evaluation, projector, visualize
+    from .. import datasets, evaluation, projector, run_folder, visualize
 
     visualize.check_picture_libraries()
     model, checkpoint = evaluation.restore_model(args.model_dir, params, args.checkpoint)
@@ -51,7 +53,8 @@ def main(argv=None):
                                          f"Embedding {len(labels):,} test images")
 
     names = projector.one_line_names(class_names)
-    paths = projector.write_projector(args.model_dir, embeddings,
+    paths = projector.write_projector(os.path.join(args.model_dir, run_folder.PROJECTOR_DIR),
+                                      embeddings,
                                       np.array(names, dtype=object)[labels],
                                       projector.sprite_thumbnails(images, params))
     logging.info("Wrote %d embeddings of size %d for the projector: %s", *embeddings.shape,
@@ -65,7 +68,8 @@ def main(argv=None):
                                         embeddings, labels, dict(enumerate(names)),
                                         seed=params.seed, title=title)
     logging.info("Wrote the t-SNE and PCA picture: %s", picture)
-    logging.info("View them with: tensorboard --logdir %s (Projector tab)", args.model_dir)
+    logging.info("View them with: tensorboard --logdir %s (Projector tab; Color by: label)",
+                 args.model_dir)
     return 0
 
 
