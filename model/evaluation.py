@@ -11,6 +11,7 @@
 """
 
 import contextlib
+import logging
 import os
 
 import numpy as np
@@ -145,11 +146,12 @@ def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest"):
     context = {"checkpoint": path, "epoch": int(path.rsplit("-", 1)[1]),
                "data_dir": os.path.abspath(data_dir),
                "num_images": min(params.eval_size, len(test_labels))}
+    logging.info("Evaluating %s (epoch %d) on the first %d test images of %s",
+                 context["checkpoint"], context["epoch"], context["num_images"],
+                 context["data_dir"])
     results, _ = evaluate(make_embed_step(model, params), make_loss_step(params), params,
                           test_images, test_labels,
-                          what=f"Evaluating {context['checkpoint']} (epoch {context['epoch']}) "
-                               f"on the first {context['num_images']} test images of "
-                               f"{context['data_dir']}")
+                          what=f"Embedding {context['num_images']:,} test images")
     files.write_json(os.path.join(model_dir, "metrics_eval.json"), {**context, **results})
     return results
 
