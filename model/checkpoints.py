@@ -19,9 +19,9 @@ import tensorflow as tf
 
 from . import files
 from .errors import UserError
-from .run_folder import CHECKPOINT_PREFIX, checkpoint_files, checkpoint_number
+from .run_folder import (CHECKPOINT_PREFIX, CHECKPOINT_STATE_FILE, checkpoint_files,
+                         checkpoint_number)
 
-STATE_FILE = "checkpoint"
 # A line of the state file as TensorFlow writes it (paths relative to the folder, or
 # absolute; timestamps since TF 2.x).
 _STATE_LINE = re.compile(r'^(model_checkpoint_path|all_model_checkpoint_paths|'
@@ -42,7 +42,8 @@ class Unreadable(UserError):
         self.folder, self.details = folder, details
 
 
-def _number(prefix):
+def number(prefix):
+    """N of the checkpoint at ``prefix`` (``.../ckpt-N``): the epoch it was saved at."""
     return int(prefix.rsplit("-", 1)[1])
 
 
@@ -79,7 +80,7 @@ def _listed_in_state(folder):
     when it is missing or not what TensorFlow writes. Parsed here rather than by
     ``tf.train.get_checkpoint_state``, which prints warnings for a damaged file."""
     try:
-        with open(os.path.join(folder, STATE_FILE), encoding="utf-8") as f:
+        with open(os.path.join(folder, CHECKPOINT_STATE_FILE), encoding="utf-8") as f:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError):
         return None
@@ -109,7 +110,7 @@ def repair_state(folder):
     if listed and all(os.path.exists(path + ".index") for path in listed):
         return
     names = [os.path.basename(path) for path in found]  # newest first
-    files.write_text(os.path.join(folder, STATE_FILE),
+    files.write_text(os.path.join(folder, CHECKPOINT_STATE_FILE),
                      f'model_checkpoint_path: "{names[0]}"\n' + "".join(
                          f'all_model_checkpoint_paths: "{name}"\n' for name in reversed(names)))
 
@@ -165,7 +166,7 @@ def newest_readable(folder):
     for prefix in candidates(folder):
         reason = damage(prefix)
         if reason is None:
-            newer = [(path, why) for path, why in skipped if _number(path) > _number(prefix)]
+            newer = [(path, why) for path, why in skipped if number(path) > number(prefix)]
             if newer:
                 logging.warning("Skipped %s; using %s instead",
                                 "; ".join(f"{path} ({why})" for path, why in newer), prefix)

@@ -7,6 +7,7 @@ TensorFlow (which takes seconds); :func:`run_cli` turns a
 :class:`~model.errors.UserError` into one line on stderr and exit status 2.
 """
 
+import argparse
 import errno
 import logging
 import os
@@ -14,6 +15,7 @@ import re
 import signal
 import sys
 import tempfile
+import unicodedata
 
 from .errors import UserError
 from .run_folder import CHECKPOINT_DIRS
@@ -26,6 +28,20 @@ from .shipped_data import MNIST_DIR
 _START_UP_NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
     r"STDERR|I\d{4} [\d:.]+ +\d+ \S+:\d+\] .*)$")
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse's usage errors as one line (:class:`UserError`) like every other bad input,
+    instead of the usage block, a second line and ``sys.exit``."""
+
+    def error(self, message):
+        raise UserError(f"{message} ({self.prog} --help lists the arguments)")
+
+
+def argument_parser(description):
+    """The parser of an entry script, ``description`` (its docstring) shown as written."""
+    return _OneLineErrors(description=description,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def add_data_dir_argument(parser, what="the data"):
@@ -132,14 +148,14 @@ def run_cli(main, argv=None):
     try:
         return main(argv)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(str(err))}", file=sys.stderr)
         return 2
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise
-        print(f"error: {err.strerror} ({err.filename or 'writing a file'}); free some space or "
-              "fix the permissions, then run the same command again: completed epochs are "
-              "kept", file=sys.stderr)
+        where = _one_line(str(err.filename or "writing a file"))
+        print(f"error: {err.strerror} ({where}); free some space or fix the permissions, then "
+              "run the same command again: completed epochs are kept", file=sys.stderr)
         return 2
     except Exception as err:
         # TensorFlow reports a full disk as ResourceExhaustedError, like out of memory.
@@ -155,6 +171,13 @@ def run_cli(main, argv=None):
         print(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; the last completed "
               "epoch's checkpoint is kept", file=sys.stderr)
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+
+
+def _one_line(message):
+    """``message`` with its control characters escaped (a newline in a folder name reads
+    ``\\n``): an error stays one line, and no name can forge a line of its own."""
+    return "".join(repr(char)[1:-1] if unicodedata.category(char) == "Cc" else char
+                   for char in message)
 
 
 class Terminated(KeyboardInterrupt):

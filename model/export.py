@@ -3,15 +3,19 @@
 The SavedModel under ``model_dir/export`` has one function, ``embed(images)``, traced
 for uint8 images (0-255) and for float32 images (0-1), each [N, S, S, C] (C =
 ``image_channels``) and, for grey networks, [N, S, S]; ``serving_default`` is the float32
-[N, S, S, C] version. ``export/source.json`` records the epoch whose network it holds.
+[N, S, S, C] version. ``export/source.json`` records the epoch whose network it holds
+and the SHA-256 of ``saved_model.pb`` (its variables carry TensorFlow's own checksums).
 """
 
 import glob
+import hashlib
 import os
 import shutil
 import tempfile
 
 import tensorflow as tf
+from google.protobuf.message import DecodeError
+from tensorflow.core.protobuf import saved_model_pb2
 
 from . import checkpoints, files, test_hooks
 from .errors import UserError, command
@@ -20,6 +24,7 @@ from .run_folder import EXPORT_DIR
 
 # Written last into the export: the epoch of the network it holds.
 SOURCE_FILE = "source.json"
+GRAPH_FILE = "saved_model.pb"
 
 
 class EmbeddingModule(tf.Module):
@@ -63,7 +68,8 @@ def export_model(model, params, model_dir, epoch):
     os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the export from other users
     tf.saved_model.save(module, staging, signatures=signatures)
     test_hooks.reached("export_staged")
-    files.write_json(os.path.join(staging, SOURCE_FILE), {"epoch": epoch})
+    files.write_json(os.path.join(staging, SOURCE_FILE),
+                     {"epoch": epoch, "sha256": _sha256(os.path.join(staging, GRAPH_FILE))})
     if os.path.exists(path):
         retired = tempfile.mkdtemp(prefix=EXPORT_DIR + ".old-", dir=model_dir)
         os.replace(path, os.path.join(retired, EXPORT_DIR))
@@ -82,13 +88,33 @@ def remove_leftovers(model_dir):
             shutil.rmtree(leftover, ignore_errors=True)
 
 
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _graph_intact(path, source):
+    """Whether ``path/saved_model.pb`` is what the export wrote: its SHA-256 as recorded,
+    or, for exports made before the checksum was recorded, a SavedModel proto that parses."""
+    graph = os.path.join(path, GRAPH_FILE)
+    if not os.path.isfile(graph):
+        return False
+    if "sha256" in source:
+        return _sha256(graph) == source["sha256"]
+    try:
+        with open(graph, "rb") as f:
+            return bool(saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs)
+    except DecodeError:
+        return False
+
+
 def exported_epoch(model_dir):
     """The epoch whose network ``model_dir/export`` holds, or None if there is no complete
-    one: ``source.json`` or ``saved_model.pb`` missing, or weights that do not read back
-    (a damaged export is then replaced by the next ``train.py``)."""
+    one: ``source.json`` missing, ``saved_model.pb`` missing or damaged, or weights that do
+    not read back (a damaged export is then replaced by the next ``train.py``)."""
     path = os.path.join(model_dir, EXPORT_DIR)
     source = files.read_json(os.path.join(path, SOURCE_FILE))
-    if (source is None or not os.path.isfile(os.path.join(path, "saved_model.pb"))
+    if (source is None or not _graph_intact(path, source)
             or checkpoints.damage(os.path.join(path, "variables", "variables")) is not None):
         return None
     return source.get("epoch")

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import images as image_ops
 from . import progress
-from .errors import UserError, first_names
+from .errors import UserError, check_utf8, first_names, is_utf8, printable
 
 TRAIN_DIR, TEST_DIR = "train", "test"
 # Files checked per decoding batch (only the check's bookkeeping; decoding is per file).
@@ -80,17 +80,8 @@ def is_folder_dataset(data_dir):
 
 def first_names_in(paths, root):
     """:func:`first_names` of ``paths``, relative to ``root``, printable."""
-    return first_names([image_ops.printable(os.path.relpath(path, root)) for path in paths])
+    return first_names([printable(os.path.relpath(path, root)) for path in paths])
 
-
-def is_utf8(path):
-    """Whether ``path`` (a str from the file system) was UTF-8 on disk."""
-    # Python decodes the bytes of a name that are not UTF-8 to lone surrogates.
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _entries(folder):
@@ -98,7 +89,7 @@ def _entries(folder):
     try:
         return sorted(os.scandir(folder), key=lambda entry: entry.name)
     except OSError as err:
-        raise UserError(f"cannot read {image_ops.printable(folder)} ({err.strerror}); check "
+        raise UserError(f"cannot read {printable(folder)} ({err.strerror}); check "
                         "its permissions") from None
 
 
@@ -114,18 +105,30 @@ def _walk_files(folder, seen):
     for entry in _entries(folder):
         if entry.name.startswith("."):
             continue  # .DS_Store, editor swap files, partial downloads
-        if entry.is_dir():  # follows symlinks
+        if _is_folder(entry):
             found.extend(_walk_files(entry.path, seen))
         else:
             found.append(entry)
     return found
 
 
+def _is_folder(entry):
+    """``entry.is_dir()`` (links followed); False for a link that loops onto itself, which
+    then fails to decode and is reported like a broken link."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def is_special(entry):
     """Whether ``entry`` is a FIFO, device or socket, or a link to one."""
-    # is_file() needs no system call for a regular file; a broken link is not special:
-    # it fails to decode, and is reported with the files that do not decode.
-    return not entry.is_file() and os.path.exists(entry.path)
+    # is_file() needs no system call for a regular file; a broken or looping link is not
+    # special: it fails to decode, and is reported with the files that do not decode.
+    try:
+        return not entry.is_file() and os.path.exists(entry.path)
+    except OSError:
+        return False
 
 
 def report_unusable(special, not_utf8, folder):
@@ -153,9 +156,7 @@ def scan_classes(split_dir):
         UserError: no class folder, images directly in ``split_dir``, or a path that is not
             UTF-8 (``split_dir``'s or a class folder's).
     """
-    if not is_utf8(split_dir):
-        raise UserError(f"{image_ops.printable(split_dir)}: the path is not UTF-8, which "
-                        "TensorFlow needs; rename the folders on it in UTF-8")
+    check_utf8(split_dir)
     if not os.path.isdir(split_dir):
         raise UserError(f"{split_dir} is not a folder; put one folder per class in it")
     entries = _entries(split_dir)

@@ -29,7 +29,7 @@ import struct
 
 import tensorflow as tf
 
-from .errors import UserError
+from .errors import UserError, printable
 from .params import RESIZE_MODES
 
 # What a file may be called to be taken as an image (the suffixes
@@ -48,11 +48,6 @@ class NotRegularFileError(OSError):
     """A FIFO, device or socket, or a link to one: opening a FIFO blocks until something
     writes to it, and reading a device such as ``/dev/zero`` never ends."""
 
-
-def printable(path):
-    """``path`` as it can be printed and logged: bytes that are not UTF-8 (a name written
-    in another encoding) as ``\\xNN`` escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def open_regular(path):
@@ -205,12 +200,24 @@ def decode(data, channels):
         rgb = tf.cond(tf.equal(tf.shape(image)[-1], 1),
                       lambda: tf.tile(image, [1, 1, 3]), lambda: image)
         return tf.ensure_shape(rgb, [None, None, 3])
-    grey = tf.cond(
-        tf.equal(tf.shape(image)[-1], 3),
-        lambda: tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))),
-                        tf.uint8),
-        lambda: image)
+    grey = tf.cond(tf.equal(tf.shape(image)[-1], 3), lambda: _luma(image), lambda: image)
     return tf.ensure_shape(grey, [None, None, 1])
+
+
+# ITU-R 601 luma: the weights of tf.image.rgb_to_grayscale, which computes a tensordot.
+_LUMA_WEIGHTS = ((0.2989,), (0.5870,), (0.1140,))
+
+
+def _luma(rgb):
+    """uint8 [H, W, 1] grey of uint8 [H, W, 3] pixels, bit for bit rgb_to_grayscale's
+    rounded. Computed as its tensordot is (one matmul) but without the tensordot's
+    transpose: graph optimisation moves that transpose before the cast, onto the uint8
+    pixels, and oneDNN then prints an error line (E0000 ... "oneDNN supports DT_UINT8
+    only on platforms with AVX-512") on every class-folder run."""
+    pixels = tf.reshape(tf.cast(rgb, tf.float32), [-1, 3])
+    luma = tf.matmul(pixels, tf.constant(_LUMA_WEIGHTS, tf.float32))
+    luma = tf.reshape(luma, tf.concat([tf.shape(rgb)[:2], [1]], axis=0))
+    return tf.cast(tf.round(luma), tf.uint8)
 
 
 def fit(image, size, mode):

@@ -23,7 +23,7 @@ import sys
 import typing
 from typing import Optional
 
-from .errors import UserError
+from .errors import UserError, check_utf8
 from .files import read_json, write_json
 
 STRATEGIES = ("batch_all", "batch_hard", "batch_semihard")
@@ -357,6 +357,7 @@ def read_params_file(path):
     Returns:
         (path of the file, dict as written: only the keys the file sets).
     """
+    check_utf8(path)  # the run's folder: TensorFlow writes into it
     if os.path.isdir(path):
         path = os.path.join(path, PARAMS_FILENAME)
     if not os.path.isfile(path):

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import evaluation, export, files, image_folder, mnist_dataset, pipelines, run_folder
 from . import images as image_ops
-from .errors import UserError, first_names
+from .errors import UserError, check_utf8, first_names, is_utf8, printable
 
 # Above this many images the gallery gets an approximate index (HNSW). Exact search
 # costs N x D multiply-adds per query: measured (benchmarks/bench_retrieval.py, 64-d,
@@ -89,6 +89,12 @@ class Gallery:
                                    if not (good or large)]}
         skipped = {reason: [os.path.relpath(path, self.folder) for path in paths]
                    for reason, paths in skipped.items() if paths}
+        names = [name for reason in skipped.values() for name in reason]
+        if len(names) == len(self):
+            raise UserError(f"--gallery {printable(self.folder)} holds no image that "
+                            f"decodes: {len(names)} file(s) that are not images or are larger "
+                            f"than {image_ops.MAX_PIXELS:,} pixels ({first_names(names)}); add "
+                            "PNG, JPEG, GIF or BMP images")
         _report_skipped(skipped, len(self), self.folder)
         return self.without({name for names in skipped.values() for name in names}), skipped
 
@@ -108,7 +114,7 @@ def load_gallery(gallery_dir, params):
         UserError: a missing folder, one without images, or a path that is not UTF-8.
     """
     if not os.path.isdir(gallery_dir):
-        raise UserError(f"--gallery {image_ops.printable(gallery_dir)} is not a folder; pass a "
+        raise UserError(f"--gallery {printable(gallery_dir)} is not a folder; pass a "
                         "folder of images, of class folders, or of IDX files")
     if mnist_dataset.has_split(gallery_dir, "test"):
         images, labels = mnist_dataset.load_split(gallery_dir, "test")
@@ -145,17 +151,22 @@ def _loose_images(folder):
                    key=lambda entry: entry.name)
     if not named:
         return None
-    if not image_folder.is_utf8(folder):
-        raise UserError(f"{image_ops.printable(folder)}: the path is not UTF-8, which "
-                        "TensorFlow needs; rename the folders on it in UTF-8")
+    check_utf8(folder)
     special, not_utf8, paths = [], [], []
     for entry in named:
         if image_folder.is_special(entry):
             special.append(entry.path)
-        elif not image_folder.is_utf8(entry.name):
+        elif not is_utf8(entry.name):
             not_utf8.append(entry.path)
         else:
             paths.append(entry.path)
+    if not paths:
+        unusable = special + not_utf8
+        raise UserError(f"--gallery {printable(folder)} holds no image that can be "
+                        f"read: {len(unusable)} file(s) that are not regular files (FIFOs, "
+                        "devices, sockets) or whose names are not UTF-8 "
+                        f"({image_folder.first_names_in(unusable, folder)}); add PNG, JPEG, GIF "
+                        "or BMP images")
     image_folder.report_unusable(special, not_utf8, folder)
     return paths
 
@@ -251,11 +262,8 @@ def gallery_index(model_dir, gallery_dir, gallery, params, module):
         except (OSError, RuntimeError, ValueError):
             pass
     checked, skipped = gallery.checked()
-    if not len(checked):
-        raise UserError(f"--gallery {image_ops.printable(gallery_dir)} holds no image that "
-                        "decodes (see the warnings above); add PNG, JPEG, GIF or BMP images")
     logging.info("Embedding %d gallery images of %s", len(checked),
-                 image_ops.printable(gallery_dir))
+                 printable(gallery_dir))
     vectors = evaluation.comparable(_embed(module, checked.images()), params)
     index = build_index(vectors)
     os.makedirs(folder, exist_ok=True)
@@ -312,7 +320,7 @@ def describe(gallery, distances, indices, threshold):
     for rank, (distance, i) in enumerate(zip(distances, indices), 1):
         verdict = "same" if distance <= threshold else "different"
         lines.append(f"  {rank}. {distance:.4f} {verdict:9} {gallery.class_of(i) or '-':>10} "
-                     f"{image_ops.printable(gallery.paths[i])}")
+                     f"{printable(gallery.paths[i])}")
     return lines
 
 
@@ -330,7 +338,7 @@ def draw_neighbours(path, query_images, query_names, gallery, distances, indices
     try:
         for row in range(rows):
             neighbours = gallery.images(indices[row])
-            name = image_ops.printable(os.path.basename(query_names[row]))
+            name = printable(os.path.basename(query_names[row]))
             cells = [(query_images[row], f"query\n{name[:14]}", "black")]
             for rank, i in enumerate(indices[row]):
                 same = distances[row, rank] <= threshold

@@ -33,6 +33,8 @@ TRAIN_LOG = "train.log"
 SUMMARY_DIRS = {"train": "train", "eval": "eval"}
 CHECKPOINT_DIRS = {"latest": "checkpoints", "best": "best"}
 CHECKPOINT_PREFIX = "ckpt"
+# TensorFlow's state file in each checkpoint folder: which checkpoints it keeps.
+CHECKPOINT_STATE_FILE = "checkpoint"
 METRICS_FILES = {kind: f"metrics_eval_{kind}.json" for kind in ("untrained", "last", "best")}
 # With a validation split: the test figures of the checkpoint chosen on it, and of the
 # untrained network (the eval files then hold the validation split's).
@@ -117,6 +119,17 @@ def check_layout(model_dir):
         if os.path.isdir(path):
             raise UserError(f"{path} is a folder, but the run writes its file {name} there; "
                             "move it away (nothing was changed), then run again")
+    for folder in CHECKPOINT_DIRS.values():
+        for name in [*checkpoint_files(os.path.join(model_dir, folder)), CHECKPOINT_STATE_FILE]:
+            path = os.path.join(model_dir, folder, name)
+            if os.path.isdir(path):
+                raise UserError(f"{path} is a folder where a checkpoint file belongs; move it "
+                                "away (nothing was changed), then run again")
+    # The other files are replaced (a link is replaced, not followed); the log is appended.
+    log = os.path.join(model_dir, TRAIN_LOG)
+    if os.path.islink(log):
+        raise UserError(f"{log} is a symbolic link, and the run appends its log to it (it never "
+                        "writes through a link); replace it with a plain file, then run again")
 
 
 @contextlib.contextmanager

@@ -59,6 +59,9 @@ def grid(base, axes):
     keys = [key for key, _ in axes]
     if len(set(keys)) != len(keys):
         raise UserError(f"a key appears twice in the grid ({', '.join(keys)}); give each once")
+    for key, values in axes:
+        if len({json.dumps(value) for value in values}) != len(values):
+            raise UserError(f"grid axis {key} lists a value twice ({values}); give each once")
     runs = []
     for values in itertools.product(*(values for _, values in axes)):
         changes = dict(zip(keys, values))
@@ -92,6 +95,10 @@ def write_children(parent_dir, runs):
     for name, values in runs:
         child = os.path.join(parent_dir, name)
         path = os.path.join(child, PARAMS_FILENAME)
+        for entry, kind in ((child, "folder"), (path, "file")):
+            if os.path.lexists(entry) and os.path.isdir(entry) != (kind == "folder"):
+                raise UserError(f"{entry} is in the way of the setting's {kind}; move it away "
+                                "or choose another parent folder")
         if os.path.exists(path):
             with open(path) as f:
                 try:

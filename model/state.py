@@ -40,6 +40,9 @@ class Run:
         with self.strategy.scope():
             self.model = build_model(params)
             self.optimizer = make_optimizer(params, steps_per_epoch)
+            # Adam's moments exist before a restore fills them: a checkpoint saved right
+            # after restoring (see restore) then holds them, not only the weights.
+            self.optimizer.build(self.model.trainable_variables)
         self.embed_step = make_embed_step(self.model, params)
         self.loss_step = make_loss_step(params)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -129,7 +132,7 @@ def resume_point(params, model_dir, strategy=None):
             raise unreadable[0]
         return None
     # Epoch numbers name the checkpoints; on a tie checkpoints/ (listed first) wins.
-    prefix = max(found, key=lambda path: int(path.rsplit("-", 1)[1]))
+    prefix = max(found, key=checkpoints.number)
     saved = checkpoints.value(prefix, "params")
     if saved is not None:
         saved = json.loads(saved.decode())

@@ -69,6 +69,8 @@ def train_and_evaluate(params, model_dir, data_dir, strategy=None):
         _repair(model_dir, strategy)
         run = Run(params, model_dir, strategy,
                   pipelines.steps_per_epoch(len(data.train[1]), params))
+        if chief and resume_from is not None:
+            _complete_untrained_records(run, data)
         restored = run.restore(resume_from)
         if chief:
             save_params(params, model_dir)
@@ -93,16 +95,23 @@ def _repair(model_dir, strategy):
 
 
 def _rebuild_best(model_dir):
-    """Put the best epoch's checkpoint back into ``best/`` when ``best/`` lost it (deleted
-    by hand, say) and ``checkpoints/`` still holds that epoch; else say what can be done."""
+    """Put the best epoch's checkpoint back into ``best/`` when ``best/`` lost it or cannot
+    read it (deleted by hand, damaged, a copy killed half-way) and ``checkpoints/`` still
+    holds that epoch intact; else say what can be done."""
     best_dir = os.path.join(model_dir, run_folder.CHECKPOINT_DIRS["best"])
     record = files.read_json(metrics_path(model_dir, "best")) or {}
-    if (run_folder.checkpoint_files(best_dir) or not run_folder.holds_checkpoints(model_dir)
-            or not isinstance(record.get("epoch"), int)):
+    if not isinstance(record.get("epoch"), int) or not run_folder.holds_checkpoints(model_dir):
+        return
+    try:
+        kept = checkpoints.newest_readable(best_dir)
+    except checkpoints.Unreadable:
+        kept = None
+    # best/ may be ahead of its metrics file (killed between the two), never behind it.
+    if kept is not None and checkpoints.number(kept) >= record["epoch"]:
         return
     source = os.path.join(model_dir, run_folder.CHECKPOINT_DIRS["latest"],
                           f"{run_folder.CHECKPOINT_PREFIX}-{record['epoch']}")
-    if os.path.exists(source + ".index") and checkpoints.damage(source) is None:
+    if os.path.isfile(source + ".index") and checkpoints.damage(source) is None:
         checkpoints.copy_checkpoint(source, best_dir)
         logging.warning("Rebuilt %s from %s (epoch %d)", best_dir, source, record["epoch"])
     else:
@@ -260,11 +269,27 @@ def _complete_records(run, record, watched, eval_writer):
 
 def _evaluate_untrained(run, watched, eval_writer):
     summaries.write_hparams(eval_writer, run.model_dir, run.params)
+    summaries.write_scalars(eval_writer, _write_untrained(run, watched), 0)
+
+
+def _write_untrained(run, watched):
+    """Evaluate the untrained network on ``watched``, write ``metrics_eval_untrained.json``."""
     results, _ = run.evaluate(watched)
-    summaries.write_scalars(eval_writer, results, 0)
     files.write_json(metrics_path(run.model_dir, "untrained"),
                      {"epoch": 0, "step": 0, **results})
     logging.info("Untrained network: %s", _format(results))
+    return results
+
+
+def _complete_untrained_records(run, data):
+    """Rewrite the untrained network's records of a resumed run when they were deleted.
+    Called before the restore: the network then holds the seeded initial weights, those
+    the run started from, so the records come out as they were."""
+    if files.read_json(metrics_path(run.model_dir, "untrained")) is None:
+        _write_untrained(run, data.validation or data.test)
+    if (data.validation is not None and files.read_json(
+            os.path.join(run.model_dir, run_folder.TEST_UNTRAINED_FILE)) is None):
+        _test_untrained(run, data.test)
 
 
 def _test_untrained(run, test):

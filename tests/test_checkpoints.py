@@ -40,7 +40,7 @@ def test_candidates_are_found_from_the_files_newest_first(tmp_path):
 
 def test_restore_takes_the_newest_even_without_the_state_file(tmp_path):
     folder = saved_folder(tmp_path)
-    os.remove(os.path.join(folder, checkpoints.STATE_FILE))
+    os.remove(os.path.join(folder, run_folder.CHECKPOINT_STATE_FILE))
     assert restored_value(folder) == ("ckpt-3", 3.0)
     assert checkpoints.value(os.path.join(folder, "ckpt-2"), "value") == 2.0
     assert checkpoints.value(os.path.join(folder, "ckpt-2"), "absent") is None
@@ -90,7 +90,7 @@ def test_the_check_sees_the_prefix_before_any_tensor_is_loaded(tmp_path):
 
 def test_repair_state_rewrites_a_missing_or_stale_state_file(tmp_path):
     folder = saved_folder(tmp_path)
-    state_file = os.path.join(folder, checkpoints.STATE_FILE)
+    state_file = os.path.join(folder, run_folder.CHECKPOINT_STATE_FILE)
     for broken in (None, "model_checkpoint_path: \"ckpt-9\"\nall_model_checkpoint_paths: "
                          "\"ckpt-9\"\n", "garbage {{{"):
         if broken is None:

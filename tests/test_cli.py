@@ -1,5 +1,6 @@
 """Shared entry-script pieces (model/cli.py): error exit, quiet TensorFlow, fix hints."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -17,6 +18,33 @@ def test_run_cli_turns_user_error_into_exit_2(capsys):
         raise UserError("bad thing; fix it")
     assert cli.run_cli(main) == 2
     assert capsys.readouterr().err == "error: bad thing; fix it\n"
+
+
+def test_a_name_with_a_newline_cannot_break_or_forge_the_error_line(capsys):
+    def main(argv):
+        raise UserError("no params file at /tmp/a\nerror: forged\x1b[2J; write {} there")
+    assert cli.run_cli(main) == 2
+    assert capsys.readouterr().err == ("error: no params file at /tmp/a\\nerror: forged"
+                                       "\\x1b[2J; write {} there\n")
+
+
+@pytest.mark.parametrize("command,args,expected", [
+    ("train", [], "the following arguments are required: --model_dir"),
+    ("train", ["--model_dir", "x", "--bogus"], "unrecognized arguments: --bogus"),
+    ("evaluate", ["--model_dir", "x", "--checkpoint", "newest"],
+     "argument --checkpoint: invalid choice: 'newest'"),
+    ("retrieve", ["--model_dir", "x", "--gallery", "g", "--k", "abc", "q.png"],
+     "argument --k: 'abc' is not an integer"),
+    ("embed", ["--model_dir", "x"], "the following arguments are required: images"),
+])
+def test_usage_errors_are_one_line_and_exit_2(command, args, expected, capsys):
+    module = importlib.import_module(f"model.commands.{command}")
+    assert module.run(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"error: {expected}")
+    assert captured.err.endswith("--help lists the arguments)\n")
+    assert captured.err.count("\n") == 1
 
 
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py", "visualize_embeddings.py",

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -31,6 +32,33 @@ def test_export_embeds_uint8_and_float_like_the_model(trained_run):
     np.testing.assert_allclose(output.numpy(), expected, rtol=1e-5, atol=1e-5)
     verification = json.load(open(os.path.join(model_dir, run_folder.VERIFICATION_FILE)))
     assert 0.5 <= verification["held_out_accuracy"] <= 1 and verification["threshold"] > 0
+
+
+# Without a recorded checksum (older exports) only what stops the proto parsing is seen.
+@pytest.mark.parametrize("damage,recorded", [
+    ("truncated", True), ("one byte changed", True), ("deleted", True),
+    ("truncated", False), ("deleted", False)])
+def test_a_damaged_graph_file_makes_the_export_incomplete(trained_run, tmp_path, damage,
+                                                          recorded):
+    """train.py re-exports when exported_epoch is None: it must see a damaged
+    saved_model.pb, whether source.json records its checksum or (older exports) not."""
+    export_dir = tmp_path / run_folder.EXPORT_DIR
+    shutil.copytree(os.path.join(trained_run[0], run_folder.EXPORT_DIR), export_dir)
+    source = json.loads((export_dir / export.SOURCE_FILE).read_text())
+    assert set(source) == {"epoch", "sha256"}
+    if not recorded:
+        (export_dir / export.SOURCE_FILE).write_text(json.dumps({"epoch": source["epoch"]}))
+    assert export.exported_epoch(str(tmp_path)) == source["epoch"]
+    graph = export_dir / export.GRAPH_FILE
+    data = bytearray(graph.read_bytes())
+    if damage == "truncated":
+        graph.write_bytes(data[:len(data) // 2])
+    elif damage == "one byte changed":
+        data[len(data) // 3] ^= 0x01
+        graph.write_bytes(bytes(data))
+    else:
+        graph.unlink()
+    assert export.exported_epoch(str(tmp_path)) is None
 
 
 def write_png(path, array):

@@ -46,6 +46,27 @@ def test_lossless_formats_decode_to_their_pixels_in_both_channel_counts(fmt):
         np.testing.assert_allclose(images.decode(colour, 1).numpy(), luma(RGB), atol=1)
 
 
+def test_colour_to_grey_is_tensorflows_luma_rounded_without_a_onednn_error_line(tmp_path):
+    """Bit for bit tf.image.rgb_to_grayscale rounded (what runs trained before were fed),
+    eagerly and in a tf.data map, where graph optimisation used to move a transpose onto
+    the uint8 pixels and oneDNN printed an E0000 line on every class-folder run."""
+    rgb = np.random.default_rng(0).integers(0, 256, (512, 256, 3), dtype=np.uint8)
+    expected = tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(rgb, tf.float32))),
+                       tf.uint8).numpy()
+    data = encoded(rgb, "PNG")
+    np.testing.assert_array_equal(images.decode(data, 1).numpy(), expected)
+    mapped = tf.data.Dataset.from_tensors(data).map(lambda d: images.decode(d, 1))
+    np.testing.assert_array_equal(next(iter(mapped)).numpy(), expected)
+    path = tmp_path / "colour.png"
+    path.write_bytes(data)
+    code = ("import tensorflow as tf; from model import images; ds = tf.data.Dataset.from_tensors("
+            f"{str(path)!r}).map(lambda p: images.decode(tf.io.read_file(p), 1)); list(ds)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "oneDNN supports DT_UINT8" not in result.stderr
+
+
 def test_alpha_is_dropped():
     rgba = np.concatenate([RGB, np.full(RGB.shape[:2] + (1,), 9, np.uint8)], axis=2)
     np.testing.assert_array_equal(images.decode(encoded(rgba, "PNG"), 3).numpy(), RGB)
@@ -302,8 +323,3 @@ def test_read_image_names_unreadable_files(tmp_path):
         images.read_image(str(tmp_path), 28)
     with pytest.raises(UserError, match=r"x.png/y.png: cannot read it \(Not a directory\)"):
         images.read_image(str(tmp_path / "x.png" / "y.png"), 28)
-
-
-def test_printable_shows_bytes_that_are_not_utf8_as_escapes():
-    assert images.printable(os.fsdecode(b"a/caf\xe9.png")) == "a/caf\\xe9.png"
-    assert images.printable("a/café.png") == "a/café.png"

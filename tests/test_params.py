@@ -114,6 +114,15 @@ def test_a_params_file_that_is_not_utf8_says_so(tmp_path):
         load_params(str(path))
 
 
+def test_a_run_folder_whose_path_is_not_utf8_is_refused_before_tensorflow_writes(tmp_path):
+    folder = os.path.join(os.fsencode(tmp_path), b"caf\xe9")
+    os.makedirs(folder)
+    with open(os.path.join(folder, b"params.json"), "w") as f:
+        f.write("{}")
+    with pytest.raises(UserError, match=r"caf\\xe9: the path is not UTF-8"):
+        load_params(os.fsdecode(folder))
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(UserError, match="no params file"):
         load_params(str(tmp_path / "nowhere"))

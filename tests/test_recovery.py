@@ -63,7 +63,7 @@ def weights_of_best(model_dir):
 
 def record(model_dir, kind="last"):
     values = json.loads((model_dir / f"metrics_eval_{kind}.json").read_text())
-    values.pop("train_minutes")
+    values.pop("train_minutes", None)
     return values
 
 
@@ -294,11 +294,30 @@ def test_checkpoints_replaced_by_a_file_is_refused_and_best_untouched(finished, 
     assert after == before
 
 
-def test_a_deleted_best_folder_is_rebuilt_from_the_checkpoints(finished, tmp_path):
+def _lose_the_index_of_best(model_dir):
+    """What a rebuild of best/ killed before its last file leaves: data, no index."""
+    for name in run_folder.checkpoint_files(str(model_dir / "best")):
+        if name.endswith(".index"):
+            os.remove(model_dir / "best" / name)
+
+
+BEST_DAMAGES = {
+    "deleted": lambda model_dir: shutil.rmtree(model_dir / "best"),
+    "index garbled": lambda model_dir: [flip(path) for path in (model_dir / "best").glob(
+        "ckpt-*.index")],
+    "data garbled": lambda model_dir: [flip(path) for path in (model_dir / "best").glob(
+        "ckpt-*.data-*")],
+    "index lost": _lose_the_index_of_best,
+}
+
+
+@pytest.mark.parametrize("damage", sorted(BEST_DAMAGES))
+def test_a_lost_or_damaged_best_folder_is_rebuilt_from_the_checkpoints(finished, tmp_path,
+                                                                       damage, caplog):
     model_dir = copy_run(finished, tmp_path)
-    shutil.rmtree(model_dir / "best")
-    result = train_cli(model_dir, finished[1])
-    assert result.returncode == 0 and "Rebuilt" in result.stderr, result.stderr
+    BEST_DAMAGES[damage](model_dir)
+    training.train_and_evaluate(tiny_params(), str(model_dir), finished[1])
+    assert any(r.getMessage().startswith("Rebuilt") for r in caplog.records)
     for a, b in zip(weights_of_best(model_dir), weights_of_best(finished[0])):
         np.testing.assert_array_equal(a, b)
     assert evaluation.restore_model(str(model_dir), tiny_params(), "best")[1] == str(
@@ -321,6 +340,13 @@ def test_a_best_folder_that_cannot_be_rebuilt_says_what_can_be_done(finished, tm
     result = run_script("evaluate.py", "--model_dir", str(model_dir), "--data_dir",
                         finished[1], "--checkpoint", "best")
     assert result.returncode == 2 and "use --checkpoint latest" in result.stderr
+
+
+def test_a_deleted_untrained_record_is_rewritten_the_same(finished, tmp_path):
+    model_dir = copy_run(finished, tmp_path)
+    (model_dir / "metrics_eval_untrained.json").unlink()
+    training.train_and_evaluate(tiny_params(), str(model_dir), finished[1])
+    assert record(model_dir, "untrained") == record(finished[0], "untrained")
 
 
 def test_a_checkpoint_writer_killed_mid_write_leaves_no_temp_folder_after_a_rerun(

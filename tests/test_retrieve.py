@@ -12,9 +12,9 @@ import tensorflow as tf
 
 from test_image_folder import png_header_only
 from test_images import call_unless_blocked_on
-from model import evaluation, export, images as image_ops, mnist_dataset, retrieval, run_folder
+from model import evaluation, export, mnist_dataset, retrieval, run_folder
 from model.commands import embed, retrieve
-from model.errors import UserError
+from model.errors import UserError, printable
 from model.params import load_params
 
 
@@ -148,17 +148,34 @@ def test_a_gallery_skips_what_a_class_folder_skips_with_a_count_and_names(run_di
         assert ("Reused the index of 5 gallery images" in caplog.text) == (attempt == "reused")
 
 
+def _text_files(gallery):
+    for i in range(8):
+        (gallery / f"t{i}.png").write_text("not an image")
+
+
+GALLERIES_WITHOUT_AN_IMAGE = {
+    "text files named .png": (_text_files, "holds no image that decodes: 8 file(s) that are "
+                              "not images or are larger than 50,000,000 pixels (t0.png, t1.png, "
+                              "t2.png, ...); add PNG"),
+    "only a FIFO": (lambda gallery: os.mkfifo(gallery / "x.png"),
+                    "holds no image that can be read: 1 file(s) that are not regular files "
+                    "(FIFOs, devices, sockets) or whose names are not UTF-8 (x.png); add PNG"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GALLERIES_WITHOUT_AN_IMAGE))
 def test_a_gallery_without_an_image_that_decodes_is_a_one_line_error(run_dir, tmp_path,
-                                                                     capsys):
+                                                                     capsys, kind):
     model_dir, _ = run_dir
+    make, expected = GALLERIES_WITHOUT_AN_IMAGE[kind]
     (tmp_path / "gallery").mkdir()
-    (tmp_path / "gallery" / "bad.png").write_bytes(b"not an image")
+    make(tmp_path / "gallery")
     query = write_png(tmp_path / "q.png", np.zeros((28, 28, 1), np.uint8))
     assert retrieve.run(["--model_dir", model_dir, "--gallery", str(tmp_path / "gallery"),
-                         "--k", "1", query]) == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        f"error: --gallery {tmp_path}/gallery holds no image that decodes (see the warnings "
-        "above); add PNG, JPEG, GIF or BMP images")
+                         "--k", "5", query]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --gallery {tmp_path}/gallery {expected}"), err
+    assert err.count("\n") == 1, err
 
 
 def test_names_that_are_not_utf8_are_printed_with_escapes(run_dir, tmp_path, capsys):
@@ -171,7 +188,7 @@ def test_names_that_are_not_utf8_are_printed_with_escapes(run_dir, tmp_path, cap
         f.write(tf.io.encode_png(images[4][..., None]).numpy())
     gallery = os.fsdecode(os.path.join(folder, b"idx"))
     shutil.copytree(data_dir, gallery)
-    shown = image_ops.printable(query)
+    shown = printable(query)
     assert shown.endswith("d\\xe9j\\xe0/q\\xe9.png")
     # capsys's stdout is strict UTF-8, as a terminal's: the names cannot be printed as they are.
     assert embed.run(["--model_dir", model_dir, query]) == 0
@@ -180,7 +197,7 @@ def test_names_that_are_not_utf8_are_printed_with_escapes(run_dir, tmp_path, cap
                          "--picture", str(tmp_path / "n.png"), query]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{shown}:" and out[1].endswith(
-        f"{image_ops.printable(gallery)}/t10k-images-idx3-ubyte.gz[4]")
+        f"{printable(gallery)}/t10k-images-idx3-ubyte.gz[4]")
 
 
 def test_the_picture_shows_each_query_and_its_neighbours(run_dir, tmp_path):

@@ -86,17 +86,35 @@ def test_runs_saved_before_new_keys_existed_still_resume():
 
 @pytest.mark.parametrize("name, kind", [("checkpoints", "file"), ("best", "file"),
                                         ("eval", "file"), ("train.log", "folder"),
-                                        ("metrics_eval_last.json", "folder")])
+                                        ("metrics_eval_last.json", "folder"),
+                                        ("checkpoints/ckpt-2.index", "folder"),
+                                        ("best/ckpt-2.data-00000-of-00001", "folder"),
+                                        ("checkpoints/checkpoint", "folder")])
 def test_a_layout_name_taken_by_the_wrong_kind_of_entry_is_refused_before_any_write(
         tmp_path, name, kind):
     model_dir = tmp_path / "run"
     model_dir.mkdir()
-    (model_dir / name).mkdir() if kind == "folder" else (model_dir / name).write_text("x")
+    if kind == "folder":
+        (model_dir / name).mkdir(parents=True)
+    else:
+        (model_dir / name).write_text("x")
     before = sorted(os.listdir(model_dir))
     with pytest.raises(UserError, match=f"{name} is (not )?a folder.*move it away"):
         with run_folder.claimed(str(model_dir)):
             pass
     assert sorted(os.listdir(model_dir)) == sorted(before + [run_folder.LOCK_FILE])
+
+
+def test_a_log_planted_as_a_symbolic_link_is_refused_and_its_target_untouched(tmp_path):
+    target = tmp_path / "someone_elses_file"
+    target.write_text("theirs\n")
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    (model_dir / run_folder.TRAIN_LOG).symlink_to(target)
+    with pytest.raises(UserError, match="train.log is a symbolic link.*plain file"):
+        with run_folder.claimed(str(model_dir)):
+            logging.getLogger().warning("must not reach the target")
+    assert target.read_text() == "theirs\n"
 
 
 def test_every_file_a_run_writes_is_named_once_in_the_layout():

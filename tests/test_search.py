@@ -97,6 +97,22 @@ def test_write_children_keeps_identical_and_refuses_different(tmp_path):
         search.write_children(str(tmp_path), runs)
 
 
+@pytest.mark.parametrize("in_the_way", ["margin_0.2", "margin_0.2/params.json"])
+def test_write_children_refuses_an_entry_of_the_wrong_kind_in_the_way(tmp_path, in_the_way):
+    runs = search.grid({}, [("margin", [0.2])])
+    if in_the_way.endswith(".json"):
+        (tmp_path / in_the_way).mkdir(parents=True)
+    else:
+        (tmp_path / in_the_way).write_text("a file")
+    with pytest.raises(UserError, match=f"{in_the_way} is in the way of the setting's"):
+        search.write_children(str(tmp_path), runs)
+
+
+def test_a_value_listed_twice_in_an_axis_is_refused():
+    with pytest.raises(UserError, match=r"grid axis margin lists a value twice"):
+        search.grid({}, [("margin", [0.2, 0.5, 0.2])])
+
+
 def test_collect_results_and_table(tmp_path):
     for name, p1 in (("b", 0.5), ("a/inner", 0.25)):
         folder = tmp_path / name

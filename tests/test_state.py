@@ -82,3 +82,34 @@ def test_no_readable_checkpoint_anywhere_is_one_line_and_a_new_folder_is_none(tm
             (tmp_path / folder / name).write_bytes(b"garbage")
     with pytest.raises(UserError, match="holds checkpoint files but none of them can be read"):
         state.resume_point(params, str(tmp_path))
+
+
+def _optimizer_state(run):
+    # Keras numbers optimizers it names (adam, adam_1, ...): the name after it identifies.
+    return {variable.path.split("/", 1)[-1]: variable.numpy().copy()
+            for variable in run.optimizer.variables}
+
+
+def test_a_resume_from_best_keeps_the_optimizer_state_in_the_checkpoint_it_writes(tmp_path):
+    """Resuming from best/ saves the state into checkpoints/ again: that copy must hold
+    Adam's moments too, or a run resumed from it trains differently."""
+    params = tiny_params()
+    trained = state.Run(params, str(tmp_path), steps_per_epoch=8)
+    images = tf.random.stateless_uniform((8, *trained.model.input_shape[1:]), seed=(1, 2))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(trained.model(images) ** 2)
+    variables = trained.model.trainable_variables
+    trained.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    trained.epoch.assign(1)
+    trained.save("best")
+    expected = _optimizer_state(trained)
+    assert any(value.any() for value in expected.values())
+
+    resumed = state.Run(params, str(tmp_path), steps_per_epoch=8)
+    resumed.restore(state.resume_point(params, str(tmp_path)))
+    assert sorted(_optimizer_state(resumed)) == sorted(expected)
+    again = state.Run(params, str(tmp_path), steps_per_epoch=8)
+    restored = again.restore(state.resume_point(params, str(tmp_path)))
+    assert restored == str(tmp_path / "checkpoints" / "ckpt-1")
+    for name, value in _optimizer_state(again).items():
+        assert (value == expected[name]).all(), name

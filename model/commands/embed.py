@@ -10,15 +10,13 @@ images were in training). Colour images are converted to grey for a grey network
 grey ones to RGB for a colour network.
 """
 
-import argparse
 import sys
 
 from .. import cli
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.argument_parser(__doc__)
     parser.add_argument("--model_dir", required=True, help="experiment folder of a trained run")
     parser.add_argument("--resize", action="store_true",
                         help="resize images of another size (as params.resize says) instead of "
@@ -33,7 +31,8 @@ def main(argv=None):
     import numpy as np
 
     from .. import evaluation, export
-    from ..images import printable, read_image
+    from ..errors import printable
+    from ..images import read_image
 
     images = np.stack([read_image(path, params.image_size, args.resize,
                                       params.image_channels, params.resize)

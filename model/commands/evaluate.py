@@ -6,7 +6,6 @@ Prints the loss and the strategy's summaries averaged over test batches, and the
 retrieval metrics (precision@1, R-precision, MAP@R; leave-one-out on the test set).
 """
 
-import argparse
 import logging
 import sys
 
@@ -14,8 +13,7 @@ from .. import cli
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.argument_parser(__doc__)
     cli.add_trained_run_arguments(parser)
     return parser.parse_args(argv)
 

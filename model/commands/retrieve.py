@@ -32,8 +32,7 @@ def positive_int(text):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.argument_parser(__doc__)
     parser.add_argument("--model_dir", required=True, help="experiment folder of a trained run")
     parser.add_argument("--gallery", required=True,
                         help="folder of images, of class folders, or of IDX files to search")
@@ -52,7 +51,8 @@ def main(argv=None):
     import numpy as np
 
     from .. import evaluation, retrieval, visualize
-    from ..images import printable, read_image
+    from ..errors import printable
+    from ..images import read_image
 
     retrieval.check_faiss()
     if args.picture:

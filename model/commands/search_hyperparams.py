@@ -17,7 +17,6 @@ setting whose folder name would be longer than 255 bytes gets a shortened one en
 with a hash of the setting.
 """
 
-import argparse
 import os
 import subprocess
 import sys
@@ -43,8 +42,7 @@ def _trained(model_dir, data_dir):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.argument_parser(__doc__)
     parser.add_argument("--parent_dir", required=True,
                         help="folder whose params.json is the base of every setting")
     parser.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",

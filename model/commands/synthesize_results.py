@@ -11,15 +11,13 @@ which split chose it. A metrics file that cannot be read is skipped with a warni
 naming it.
 """
 
-import argparse
 import sys
 
 from .. import cli
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.argument_parser(__doc__)
     parser.add_argument("--parent_dir", default="experiments", help="folder to search (default: "
                         "%(default)s)")
     parser.add_argument("--which", choices=("best", "last"), default="best",

@@ -7,7 +7,6 @@ train.log and metrics_eval_*.json are written next to it. Running the same comma
 again resumes from the latest checkpoint; a finished run exits without training.
 """
 
-import argparse
 import sys
 
 from .. import cli
@@ -15,8 +14,7 @@ from ..params import load_params
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.argument_parser(__doc__)
     parser.add_argument("--model_dir", required=True,
                         help="experiment folder holding params.json; outputs go here too")
     cli.add_data_dir_argument(parser)

@@ -19,7 +19,6 @@ In the Projector tab, choose "Color by: label" to colour the points by class (th
 config cannot preset it).
 """
 
-import argparse
 import logging
 import os
 import sys
@@ -30,8 +29,7 @@ PICTURE_FILENAME = "embeddings.png"
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.argument_parser(__doc__)
     cli.add_trained_run_arguments(
         parser, "experiment folder of a trained run; the files are written there")
     return parser.parse_args(argv)
