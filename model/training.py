@@ -268,8 +268,10 @@ def _complete_records(run, record, watched, eval_writer):
 
 
 def _evaluate_untrained(run, watched, eval_writer):
-    summaries.write_hparams(eval_writer, run.model_dir, run.params)
-    summaries.write_scalars(eval_writer, _write_untrained(run, watched), 0)
+    summaries.write_dashboards(eval_writer, run.params)
+    results = _write_untrained(run, watched)
+    logging.info("Untrained network: %s", _format(results))
+    summaries.write_scalars(eval_writer, results, 0)
 
 
 def _write_untrained(run, watched):
@@ -277,7 +279,6 @@ def _write_untrained(run, watched):
     results, _ = run.evaluate(watched)
     files.write_json(metrics_path(run.model_dir, "untrained"),
                      {"epoch": 0, "step": 0, **results})
-    logging.info("Untrained network: %s", _format(results))
     return results
 
 
@@ -287,6 +288,8 @@ def _complete_untrained_records(run, data):
     the run started from, so the records come out as they were."""
     if files.read_json(metrics_path(run.model_dir, "untrained")) is None:
         _write_untrained(run, data.validation or data.test)
+        logging.info("Rewrote %s (the network's initial weights, evaluated again)",
+                     run_folder.METRICS_FILES["untrained"])
     if (data.validation is not None and files.read_json(
             os.path.join(run.model_dir, run_folder.TEST_UNTRAINED_FILE)) is None):
         _test_untrained(run, data.test)

@@ -148,3 +148,18 @@ def write_image_folders(root, num_train=120, num_test=50, num_classes=4, size=28
             with open(os.path.join(folder, f"{split}_{i:04d}.{fmt}"), "wb") as f:
                 f.write(encoded.numpy())
     return str(root)
+
+
+def as_tensorboard_serves_it(plugin_class, logdir):
+    """The TensorBoard plugin ``plugin_class`` of ``tensorboard --logdir logdir``, with its
+    runs found the way TensorBoard finds them (folders holding event files)."""
+    from tensorboard.backend.event_processing import data_provider
+    from tensorboard.backend.event_processing import plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    return plugin_class(base_plugin.TBContext(
+        logdir=str(logdir), multiplexer=multiplexer,
+        data_provider=data_provider.MultiplexerDataProvider(multiplexer, str(logdir))))

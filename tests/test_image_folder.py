@@ -192,6 +192,15 @@ def test_a_fifo_in_a_class_folder_does_not_block_loading(tmp_path, caplog):
     assert "not regular files" in caplog.text and "a/x.png" in caplog.text
 
 
+def test_a_link_to_itself_in_a_class_folder_is_skipped_like_a_broken_link(tmp_path, caplog):
+    root = make_tree(tmp_path, {"train/a/1.png": 1, "train/b/2.png": 2, "test/a/3.png": 3})
+    os.symlink("self.png", os.path.join(root, "train", "a", "self.png"))  # ELOOP when followed
+    with caplog.at_level(logging.WARNING):
+        record = image_folder.load(root, PARAMS)
+    assert record["train"][0] == ["train/a/1.png", "train/b/2.png"]
+    assert "do not decode as images" in caplog.text and "a/self.png" in caplog.text
+
+
 def test_decodable_refuses_what_is_not_a_regular_file(tmp_path):
     fifo = str(tmp_path / "x.png")
     os.mkfifo(fifo)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import text_format
-from tensorboard.plugins import base_plugin
 from tensorboard.plugins.projector import ProjectorConfig
 from tensorboard.plugins.projector.projector_plugin import ProjectorPlugin
 from werkzeug.test import Client
 
+from conftest import as_tensorboard_serves_it
 from model import projector
 
 def numbered_images(n, h, w):
@@ -126,20 +126,6 @@ def test_projector_files_read_back(tmp_path):
         p for p in os.listdir(tmp_path) if p.startswith("events.out.tfevents.")) == events
 
 
-def projector_as_tensorboard_serves_it(logdir):
-    """The projector plugin of ``tensorboard --logdir logdir``, with its runs found the
-    way TensorBoard finds them (folders holding event files)."""
-    from tensorboard.backend.event_processing import data_provider
-    from tensorboard.backend.event_processing import plugin_event_multiplexer
-
-    multiplexer = plugin_event_multiplexer.EventMultiplexer()
-    multiplexer.AddRunsFromDirectory(str(logdir))
-    multiplexer.Reload()
-    return ProjectorPlugin(base_plugin.TBContext(
-        logdir=str(logdir), multiplexer=multiplexer,
-        data_provider=data_provider.MultiplexerDataProvider(multiplexer, str(logdir))))
-
-
 def test_tensorboard_shows_the_projector_from_the_run_its_parent_and_after_a_move(tmp_path):
     embeddings, labels, images = projector_data(n=30, d=4, h=5, w=5)
     run = tmp_path / "search" / "margin_0.2"
@@ -156,7 +142,7 @@ def test_tensorboard_shows_the_projector_from_the_run_its_parent_and_after_a_mov
                          (moved, "projector")):
         if logdir == moved:
             os.rename(run, moved)
-        plugin = projector_as_tensorboard_serves_it(logdir)
+        plugin = as_tensorboard_serves_it(ProjectorPlugin, logdir)
         assert name in json.loads(serve(plugin, "/runs"))
         info = json.loads(serve(plugin, "/info", run=name))
         assert [e["tensorName"] for e in info["embeddings"]] == ["embeddings"]

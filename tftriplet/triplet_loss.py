@@ -391,3 +391,9 @@ STRATEGIES = {
     "batch_hard": _batch_hard_with_summaries,
     "batch_semihard": _batch_semihard_with_summaries,
 }
+# The names of the summaries each strategy returns (for dashboards that list them ahead).
+SUMMARY_NAMES = {
+    "batch_all": ("fraction_positive_triplets",),
+    "batch_hard": ("hardest_positive_dist", "hardest_negative_dist"),
+    "batch_semihard": (),
+}
