@@ -7,8 +7,8 @@ Each image is a shipped MNIST digit, drawn in a random bright colour on a random
 background, scaled by a random factor and placed at a random position on a canvas of
 random size (48 to 96 pixels a side, not always square), saved as JPEG or PNG in turn:
 
-    OUT/train/<zero..nine>/<index>.jpg|png   --train_per_class each, from MNIST's train split
-    OUT/test/<zero..nine>/<index>.jpg|png    --test_per_class each, from its test split
+    OUT/train/<0_zero..9_nine>/<index>.jpg|png  --train_per_class each, from MNIST's train split
+    OUT/test/<0_zero..9_nine>/<index>.jpg|png   --test_per_class each, from its test split
 
 so the folders look like users' own photos: colour, any size and aspect, two formats,
 named classes. The same --seed writes the same files.
@@ -22,7 +22,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from model import cli, shipped_data  # noqa: E402 (after the path it is found on)
 
-NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# Numbered, so that the class folders sort (and the picture's legend reads) in digit
+# order: the app orders classes by folder name.
+NAMES = tuple(f"{digit}_{name}" for digit, name in enumerate(
+    ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")))
 
 
 def parse_args(argv=None):

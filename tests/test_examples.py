@@ -33,8 +33,10 @@ def test_make_colour_mnist_writes_class_folders_the_app_reads(tmp_path, tiny_dat
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     names = sorted(os.listdir(out / "train"))
-    assert len(names) == 10 and "seven" in names and sorted(os.listdir(out / "test")) == names
-    seven = sorted(os.listdir(out / "train" / "seven"))
+    assert names == ["0_zero", "1_one", "2_two", "3_three", "4_four", "5_five", "6_six",
+                     "7_seven", "8_eight", "9_nine"]  # digit order: the legend's order
+    assert sorted(os.listdir(out / "test")) == names
+    seven = sorted(os.listdir(out / "train" / "7_seven"))
     assert len(seven) == 4 and {name.rsplit(".", 1)[1] for name in seven} == {"jpg", "png"}
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "already holds a train/ folder" in again.stderr
