@@ -200,7 +200,8 @@ def test_search_cli_trains_each_setting(tmp_path, tiny_data_dir):
         assert json.load(open(parent / child / "params.json"))["margin"] == float(child[-3:])
     assert "| margin_0.2 | 1 |" in result.stdout
     runs, session_groups = hparams_dashboard(str(parent))
-    assert session_groups == ["search/margin_0.2", "search/margin_0.4"]
+    # Named by their runs' paths under the logdir opened (here the parent).
+    assert session_groups == ["margin_0.2/eval", "margin_0.4/eval"]
     # Every run is a train/ or eval/ folder: no empty run for a model_dir itself.
     assert runs == [f"margin_0.{i}/{kind}" for i in (2, 4) for kind in ("eval", "train")]
     summary = subprocess.run(

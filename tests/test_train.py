@@ -67,7 +67,8 @@ def test_two_epochs_write_checkpoints_summaries_and_metrics(tmp_path, tiny_data_
     # TensorBoard list a phantom run.
     assert event_tags(os.path.join(model_dir, "eval")) == (
         SUMMARY_TAGS[strategy] | RETRIEVAL | {"embedding_spread", "collapsed",
-                                              "_hparams_/session_start_info"})
+                                              "_hparams_/session_start_info",
+                                              "_hparams_/experiment", "custom_scalars__config__"})
     assert not glob.glob(os.path.join(model_dir, "events.out.tfevents.*"))
     last = json.load(open(os.path.join(model_dir, "metrics_eval_last.json")))
     assert last["epoch"] == 2 and last["step"] == 2 * steps
