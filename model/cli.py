@@ -44,6 +44,17 @@ def argument_parser(description):
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def positive_int(text):
+    """argparse ``type`` of a count: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
 def add_data_dir_argument(parser, what="the data"):
     parser.add_argument(
         "--data_dir", default=MNIST_DIR,

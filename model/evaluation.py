@@ -137,11 +137,20 @@ def load_test_split(params, model_dir, data_dir):
     return (*data.test, data.class_names)
 
 
-def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest"):
+def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest", knn_k=None):
     """Evaluate a saved checkpoint on the test set; writes ``model_dir/metrics_eval.json``
     with what was evaluated: the checkpoint's path and epoch, the data folder and the
-    number of test images."""
-    test_images, test_labels, _ = load_test_split(params, model_dir, data_dir)
+    number of test images.
+
+    With ``knn_k``, also ``knn_accuracy``: the evaluated test images classified by the
+    vote of their ``knn_k`` nearest training images (:func:`tftriplet.metrics.knn_accuracy`).
+    """
+    if knn_k is None:
+        test_images, test_labels, _ = load_test_split(params, model_dir, data_dir)
+    else:
+        data = datasets.load(params, data_dir, model_dir)
+        (train_images, train_labels), (test_images, test_labels) = data.train, data.test
+        _check_knn_reference(train_labels, test_labels, knn_k)
     model, path = restore_model(model_dir, params, checkpoint)
     context = {"checkpoint": path, "epoch": int(path.rsplit("-", 1)[1]),
                "data_dir": os.path.abspath(data_dir),
@@ -149,11 +158,33 @@ def evaluate_checkpoint(params, model_dir, data_dir, checkpoint="latest"):
     logging.info("Evaluating %s (epoch %d) on the first %d test images of %s",
                  context["checkpoint"], context["epoch"], context["num_images"],
                  context["data_dir"])
-    results, _ = evaluate(make_embed_step(model, params), make_loss_step(params), params,
-                          test_images, test_labels,
-                          what=f"Embedding {context['num_images']:,} test images")
+    embed_step = make_embed_step(model, params)
+    results, embeddings = evaluate(embed_step, make_loss_step(params), params, test_images,
+                                   test_labels,
+                                   what=f"Embedding {context['num_images']:,} test images")
+    if knn_k is not None:
+        references = _embed_with(embed_step, train_images, params,
+                                 f"Embedding {len(train_labels):,} training images").numpy()
+        results["knn_accuracy"] = metrics.knn_accuracy(
+            comparable(embeddings, params), test_labels[:len(embeddings)],
+            comparable(references, params), train_labels, knn_k)
+        context["knn_reference"] = {"split": "train", "num_images": len(train_labels),
+                                    "k": knn_k}
     files.write_json(os.path.join(model_dir, "metrics_eval.json"), {**context, **results})
     return results
+
+
+def _check_knn_reference(train_labels, test_labels, k):
+    unseen = sorted(set(np.unique(test_labels).tolist()) - set(np.unique(train_labels).tolist()))
+    if unseen:
+        raise UserError(
+            f"test class{'es' if len(unseen) > 1 else ''} {', '.join(map(str, unseen[:5]))} "
+            "never appear among the training images, so a vote of training images cannot "
+            "name them (an open-set split): drop --reference; the retrieval metrics score "
+            "such runs")
+    if k > len(train_labels):
+        raise UserError(f"--k is {k} but the training split holds {len(train_labels)} "
+                        "images; lower --k")
 
 
 def write_verification(model_dir, embeddings, labels, params, epoch):

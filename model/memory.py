@@ -1,8 +1,8 @@
 """Whether a run's params fit in this machine's memory, estimated before anything trains.
 
 Any params the schema accepts may still need more memory than the machine has (an
-``embedding_size`` of 65,536 makes a dense layer of 200 million weights; a batch of
-40,000 makes batch-all's B x B matrices 6 GB each): such a run would fail after minutes
+``embedding_size`` of 65,536 makes a dense layer of 200 million weights, and a batch of
+4,096 mines with eleven 67 MB matrices): such a run would fail after minutes
 or hours, or drive the machine into swap. The estimate below is a lower bound of the
 largest items (no framework overhead), so a run it refuses cannot fit.
 """
@@ -20,6 +20,14 @@ ACTIVATION_COPIES = 8
 # B x B float32 matrices alive at the peak of a mining step (distances, masks, the
 # batch-all terms and their gradients; measured at B = 16,384, docs/benchmarks.md).
 MINING_MATRICES = 11
+# Above this batch the losses mine in blocks of anchors of about BLOCK_ELEMENTS
+# distances each (tftriplet.blocked's constants, repeated so that params load without
+# TensorFlow; tests/test_memory.py checks that they agree), and hold at least
+# MINING_BLOCKS such [block, B] float32 temporaries at the peak (measured: 176-256 MB at
+# B = 16,384, docs/benchmarks.md).
+BLOCKED_ABOVE = 4096
+BLOCK_ELEMENTS = 2**22
+MINING_BLOCKS = 10
 # Copies of the evaluated embeddings: TensorFlow's, NumPy's, the metrics' normalised one
 # and the verification pairs' work space.
 EMBEDDING_COPIES = 4
@@ -52,10 +60,17 @@ def estimate(params, num_evaluated):
     return {
         "network and optimizer": WEIGHT_COPIES * weight_count(params) * FLOAT_BYTES,
         "activations": ACTIVATION_COPIES * activations * FLOAT_BYTES,
-        "triplet mining": MINING_MATRICES * params.batch_size ** 2 * FLOAT_BYTES,
+        "triplet mining": mining_bytes(params.batch_size),
         "evaluated embeddings": EMBEDDING_COPIES * num_evaluated * params.embedding_size
                                 * FLOAT_BYTES,
     }
+
+
+def mining_bytes(batch_size):
+    """Bytes the triplet losses hold at the peak of a step on a batch of ``batch_size``."""
+    if batch_size <= BLOCKED_ABOVE:
+        return MINING_MATRICES * batch_size ** 2 * FLOAT_BYTES
+    return MINING_BLOCKS * max(BLOCK_ELEMENTS, batch_size) * FLOAT_BYTES
 
 
 def physical_memory():

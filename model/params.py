@@ -36,10 +36,11 @@ CACHE_MODES = ("memory", "file")
 LR_SCHEDULES = ("constant", "cosine")
 PARAMS_FILENAME = "params.json"
 RESOLVED_PARAMS_FILENAME = "params_resolved.json"
-# The largest batch the exact batch-all indexes with int32 (B * B < 2^31): the library's
-# tftriplet.exact_batch_all.MAX_BATCH, repeated so that params load without TensorFlow
-# (tests/test_params.py checks that they agree).
-MAX_BATCH = 46340
+# The largest batch the losses take (in blocks of anchors above B = 4,096, with int32
+# indices to spare): the library's tftriplet.blocked.MAX_BATCH, repeated so that params
+# load without TensorFlow (tests/test_params.py checks that they agree). What a machine
+# can hold is checked when a run starts (model/memory.py), with the estimate in the error.
+MAX_BATCH = 2**24
 
 
 class ClassList(list):

@@ -74,3 +74,51 @@ def test_angular_runs_compare_normalised_embeddings():
     np.testing.assert_array_equal(evaluation.comparable(embeddings, tiny_params()), embeddings)
     unit = evaluation.comparable(embeddings, tiny_params(distance="angular"))
     np.testing.assert_allclose(unit, [[0.6, 0.8], [0.0, 1.0], [0.0, 0.0]], rtol=1e-6)
+
+
+@pytest.mark.e2e
+def test_evaluate_with_the_training_set_as_reference_reports_knn_accuracy(trained_run, tmp_path):
+    import json
+    import shutil
+
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from model import datasets
+    from model.params import load_params
+
+    source, data_dir = trained_run
+    model_dir = str(tmp_path / "run")
+    shutil.copytree(source, model_dir)
+    params = load_params(model_dir)
+    results = evaluation.evaluate_checkpoint(params, model_dir, data_dir, knn_k=3)
+    with open(tmp_path / "run" / "metrics_eval.json") as f:
+        record = json.load(f)
+    assert record["knn_accuracy"] == results["knn_accuracy"]
+    assert record["knn_reference"] == {"split": "train", "num_images": 240, "k": 3}
+    # The same vote by scikit-learn on the same embeddings.
+    data = datasets.load(params, data_dir, model_dir)
+    model, _ = evaluation.restore_model(model_dir, params)
+    test = evaluation.embed_images(model, data.test[0][:params.eval_size], params)
+    train = evaluation.embed_images(model, data.train[0], params)
+    classifier = KNeighborsClassifier(n_neighbors=3, algorithm="brute").fit(train, data.train[1])
+    want = np.mean(classifier.predict(test) == data.test[1][:params.eval_size])
+    assert results["knn_accuracy"] == pytest.approx(want, abs=1e-12)
+
+
+def test_knn_arguments_are_checked_before_anything_loads(tmp_path):
+    from model.commands import evaluate as command
+
+    args = command.parse_args(["--model_dir", str(tmp_path), "--reference", "train", "--k", "5"])
+    assert (args.reference, args.k) == ("train", 5)
+    assert command.parse_args(["--model_dir", str(tmp_path)]).reference == "none"
+    with pytest.raises(UserError, match="add --reference train"):
+        command.parse_args(["--model_dir", str(tmp_path), "--k", "5"])
+    with pytest.raises(UserError, match="not at least 1"):
+        command.parse_args(["--model_dir", str(tmp_path), "--reference", "train", "--k", "0"])
+
+
+def test_knn_is_refused_on_an_open_set_split_and_for_too_many_neighbours():
+    with pytest.raises(UserError, match="test classes 3, 4 never appear among the training"):
+        evaluation._check_knn_reference(np.array([0, 1, 2]), np.array([3, 4, 0]), 1)
+    with pytest.raises(UserError, match="--k is 4 but the training split holds 3"):
+        evaluation._check_knn_reference(np.array([0, 1, 2]), np.array([0, 1]), 4)

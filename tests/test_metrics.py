@@ -214,3 +214,47 @@ def test_more_references_than_the_sample_matches_brute_force():
     expected = brute_force(embeddings, labels)
     assert 0.1 < expected["map_at_r"] < 0.9  # neither random nor perfect: ranking matters
     assert_metrics(retrieval_metrics(embeddings, labels, chunk_size=500), expected)
+
+
+# ---------------------------------------------------------------- k-NN accuracy
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 8])
+@pytest.mark.parametrize("seed", [41, 42])
+def test_knn_accuracy_equals_scikit_learns_classifier(seed, k):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(6, 5))
+    reference_labels = rng.integers(0, 6, 300)
+    references = centres[reference_labels] + rng.normal(scale=0.9, size=(300, 5))
+    labels = rng.integers(0, 6, 200)
+    queries = centres[labels] + rng.normal(scale=0.9, size=(200, 5))
+    classifier = KNeighborsClassifier(n_neighbors=k, algorithm="brute").fit(references,
+                                                                            reference_labels)
+    want = float(np.mean(classifier.predict(queries) == labels))
+    assert 0.3 < want < 1.0  # neither trivial nor hopeless
+    got = metrics.knn_accuracy(queries.astype(np.float32), labels,
+                               references.astype(np.float32), reference_labels, k,
+                               chunk_size=64)
+    assert got == want
+
+
+def test_knn_vote_ties_go_to_the_smallest_label_and_distance_ties_to_the_first_reference():
+    references = np.array([[0.0], [2.0], [-2.0], [10.0]])
+    # From 1.0: references 0 (label 7) and 1 (label 3) at distance 1, then 2.
+    assert metrics.knn_accuracy([[1.0]], [3], references, [7, 3, 3, 9], k=2) == 1.0
+    assert metrics.knn_accuracy([[1.0]], [7], references, [7, 3, 3, 9], k=1) == 1.0
+    assert metrics.knn_accuracy([[1.0]], [3], references, [7, 3, 3, 9], k=3) == 1.0
+
+
+@pytest.mark.parametrize("arguments,match", [
+    ({"k": 0}, "k must be"), ({"k": 4}, "k must be"), ({"k": 1.5}, "k must be"),
+    ({"reference_embeddings": np.zeros((3, 2))}, "dimensions"),
+    ({"reference_labels": [0, 1]}, "labels must have shape"),
+])
+def test_knn_accuracy_refuses_bad_input(arguments, match):
+    given = dict(embeddings=np.zeros((2, 1)), labels=[0, 1],
+                 reference_embeddings=np.zeros((3, 1)), reference_labels=[0, 1, 1], k=1)
+    with pytest.raises(ValueError, match=match):
+        metrics.knn_accuracy(**{**given, **arguments})

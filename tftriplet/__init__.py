@@ -10,14 +10,17 @@ What is here (each module imports only TensorFlow, Keras and NumPy):
 
 * :mod:`tftriplet.losses`: Keras ``Loss`` classes and functions, TensorFlow Addons'
   (``TripletSemiHardLoss``, ``TripletHardLoss``, ``triplet_semihard_loss``,
-  ``triplet_hard_loss``) and the original project's (``BatchAllTripletLoss``,
+  ``triplet_hard_loss``, ``ContrastiveLoss``, ``NpairsLoss``, ``NpairsMultilabelLoss``,
+  ``LiftedStructLoss`` and their functions) and the original project's (``BatchAllTripletLoss``,
   ``BatchHardTripletLoss``), and the ``FractionPositiveTriplets`` metric. Importing
   the package registers them, so saved ``.keras`` models that use them load.
 * :mod:`tftriplet.triplet_loss`: the pure loss functions ``(labels, embeddings, margin,
   squared) -> tensors`` under the names of Moindrot's blog post
   (``batch_all_triplet_loss``, ``batch_hard_triplet_loss``, ``pairwise_distances``), the
   masks, and FaceNet's ``batch_semihard_triplet_loss``.
-* :mod:`tftriplet.exact_batch_all`: the exact batch-all sums in O(B^2) memory.
+* :mod:`tftriplet.exact_batch_all`: the exact batch-all sums in O(B^2) memory, and
+  :mod:`tftriplet.blocked`: every strategy in blocks of anchors for batches above 4,096.
+* :mod:`tftriplet.pair_losses`: the contrastive, N-pairs and lifted-structure losses.
 * :mod:`tftriplet.distances`: pairwise distance matrices ("L2", "squared-L2", "angular").
 * :mod:`tftriplet.metrics`: retrieval metrics (precision@1, R-precision, MAP@R), and
   :mod:`tftriplet.verification`: the same / different threshold calibration, both
@@ -42,15 +45,20 @@ except ModuleNotFoundError as _error:
         name="tensorflow") from None
 
 from tftriplet.losses import (BatchAllTripletLoss, BatchHardTripletLoss,  # noqa: E402
-                              FractionPositiveTriplets, TripletHardLoss, TripletSemiHardLoss,
-                              triplet_hard_loss, triplet_semihard_loss)
+                              ContrastiveLoss, FractionPositiveTriplets, LiftedStructLoss,
+                              NpairsLoss, NpairsMultilabelLoss, TripletHardLoss,
+                              TripletSemiHardLoss, contrastive_loss, lifted_struct_loss,
+                              npairs_loss, npairs_multilabel_loss, triplet_hard_loss,
+                              triplet_semihard_loss)
 from tftriplet.metrics import retrieval_metrics  # noqa: E402
 from tftriplet.triplet_loss import (batch_all_triplet_loss, batch_hard_triplet_loss,  # noqa: E402
                                     batch_semihard_triplet_loss, pairwise_distances)
 
 __all__ = [
-    "BatchAllTripletLoss", "BatchHardTripletLoss", "FractionPositiveTriplets",
+    "BatchAllTripletLoss", "BatchHardTripletLoss", "ContrastiveLoss",
+    "FractionPositiveTriplets", "LiftedStructLoss", "NpairsLoss", "NpairsMultilabelLoss",
     "TripletHardLoss", "TripletSemiHardLoss", "batch_all_triplet_loss",
-    "batch_hard_triplet_loss", "batch_semihard_triplet_loss", "pairwise_distances",
+    "batch_hard_triplet_loss", "batch_semihard_triplet_loss", "contrastive_loss",
+    "lifted_struct_loss", "npairs_loss", "npairs_multilabel_loss", "pairwise_distances",
     "retrieval_metrics", "triplet_hard_loss", "triplet_semihard_loss", "__version__",
 ]

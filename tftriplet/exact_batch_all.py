@@ -18,7 +18,7 @@ POSITIVE_LOSS = 1e-16
 # independent ops so that the inter-op thread pool spreads them.
 _SEARCH_CHUNKS = max(1, min(os.cpu_count() or 1, 8))
 # The largest batch whose B x B indices fit in int32 (batch-all indexes flat tensors):
-# floor(sqrt(2**31 - 1)).
+# floor(sqrt(2**31 - 1)). Larger batches are computed in blocks (tftriplet/blocked.py).
 MAX_BATCH = 46340
 # Elements of one [chunk, P, N] block in the soft-margin loop (4 MiB per float32
 # temporary: small enough to stay in cache, big enough that the per-iteration
@@ -56,23 +56,40 @@ def class_members(labels):
         is_positive: [B, W] bool, columns[a, j] is a positive of a.
         class_sizes: [B] int32, the size of each anchor's class.
     """
-    batch = tf.size(labels)
-    order = tf.argsort(labels, stable=True)
-    sorted_labels = tf.gather(labels, order)
-    first = tf.searchsorted(sorted_labels, labels, side="left", out_type=tf.int32)
-    end = tf.searchsorted(sorted_labels, labels, side="right", out_type=tf.int32)
-    class_sizes = end - first
-    if under_xla():
-        width = tf.maximum(batch, 1)
-    else:
-        width = tf.reduce_max(tf.concat([class_sizes, [1]], axis=0))  # 1 for an empty batch
-    offsets = tf.range(width)[None, :]
-    anchors = tf.range(batch)[:, None]
-    columns = tf.gather(order, tf.minimum(first[:, None] + offsets, end[:, None] - 1))
-    # tf.not_equal, not `!=`: in TF1 graph mode `!=` on tensors compares the Python
-    # objects and gives True, which made every anchor its own positive.
-    is_positive = tf.logical_and(offsets < class_sizes[:, None], tf.not_equal(columns, anchors))
-    return tf.where(is_positive, columns, anchors), is_positive, class_sizes
+    classes = ClassIndex(labels)
+    columns, is_positive = classes.members(tf.range(classes.batch), classes.width())
+    return columns, is_positive, classes.sizes
+
+
+class ClassIndex:
+    """Where each example's class lies in the batch sorted by label: O(B) memory, so that
+    blocks of anchors can list their positives without a [B, B] mask."""
+
+    def __init__(self, labels):
+        self.batch = tf.size(labels)
+        self.order = tf.argsort(labels, stable=True)
+        sorted_labels = tf.gather(labels, self.order)
+        self.first = tf.searchsorted(sorted_labels, labels, side="left", out_type=tf.int32)
+        self.end = tf.searchsorted(sorted_labels, labels, side="right", out_type=tf.int32)
+        self.sizes = self.end - self.first
+
+    def width(self):
+        """The size of the largest class (the batch size under XLA), at least 1."""
+        if under_xla():
+            return tf.maximum(self.batch, 1)
+        return tf.reduce_max(tf.concat([self.sizes, [1]], axis=0))  # 1 for an empty batch
+
+    def members(self, anchors, width):
+        """(columns, is_positive), [b, width], of the ``anchors`` [b] (see class_members)."""
+        first, end = tf.gather(self.first, anchors), tf.gather(self.end, anchors)
+        offsets = tf.range(width)[None, :]
+        anchors = anchors[:, None]
+        columns = tf.gather(self.order, tf.minimum(first[:, None] + offsets, end[:, None] - 1))
+        # tf.not_equal, not `!=`: in TF1 graph mode `!=` on tensors compares the Python
+        # objects and gives True, which made every anchor its own positive.
+        is_positive = tf.logical_and(offsets < (end - first)[:, None],
+                                     tf.not_equal(columns, anchors))
+        return tf.where(is_positive, columns, anchors), is_positive
 
 
 def hinge_triplet_sum(distances, columns, is_positive, negative, margin):
@@ -95,50 +112,76 @@ def hinge_triplet_sum(distances, columns, is_positive, negative, margin):
     Returns:
         (total, num_positive): float64 and int64 scalars.
     """
-    margin = tf.cast(margin, tf.float32)
-    batch = tf.shape(distances)[0]
-    width = tf.shape(columns)[1]
-    rows = _row_indices(batch)
+    rows = _row_indices(tf.shape(distances)[0])
 
     @tf.custom_gradient
     def hinge_sum(distances):
-        flat_distances = tf.reshape(distances, [-1])
-        thresholds = tf.where(is_positive,
-                              tf.gather(flat_distances, columns + batch * rows) + margin,
-                              -np.inf)
-        # Increasing, with the padding (-inf: below every distance) first.
-        negated, order = tf.math.top_k(-thresholds, k=width)
-        thresholds = -negated
-        # Non-negatives are searched at +inf: no threshold is above them.
-        below = searchsorted_rows(thresholds, tf.where(negative, distances, np.inf))
-        negative_counts = width - below
-        # Negative n is below the thresholds of rank >= below[a, n]; the last bin
-        # collects the non-negatives.
-        histogram = tf.math.unsorted_segment_sum(
-            tf.ones_like(flat_distances, dtype=tf.int32),
-            tf.reshape(below + (width + 1) * rows, [-1]), batch * (width + 1))
-        positive_counts = tf.cumsum(tf.reshape(histogram, [-1, width + 1])[:, :-1], axis=1)
-        total, num_positive = _hinge_total(thresholds, positive_counts, distances,
-                                           negative_counts)
+        total, num_positive, counts = hinge_counts(distances, columns, is_positive, negative,
+                                                   margin, rows)
 
         def grad(upstream_total, upstream_count=None):
-            # k back at the columns of the positives (the padding's k is 0).
-            targets = tf.gather(columns, order, batch_dims=1) + batch * rows
-            positive_weights = tf.math.unsorted_segment_sum(
-                tf.reshape(positive_counts, [-1]), tf.reshape(targets, [-1]), batch * batch)
-            weights = tf.reshape(positive_weights, tf.shape(distances)) - negative_counts
-            return tf.cast(upstream_total, tf.float32) * tf.cast(weights, tf.float32)
+            return tf.cast(upstream_total, tf.float32) * hinge_weights(columns, *counts)
 
         return (total, num_positive), grad
 
     return hinge_sum(distances)
 
 
+def hinge_counts(distances, columns, is_positive, negative, margin, rows):
+    """The sums of :func:`hinge_triplet_sum` for rows of anchors, and the counts behind them.
+
+    Args:
+        distances: [b, B] float32, the rows of b anchors.
+        columns, is_positive: [b, W], their positives (see :func:`class_members`).
+        negative: [b, B] bool.
+        margin: float.
+        rows: [b, 1] int32, 0 ... b - 1.
+
+    Returns:
+        total (float64), num_positive (int64), and the counts that :func:`hinge_weights`
+        turns into the gradient.
+    """
+    margin = tf.cast(margin, tf.float32)
+    num_columns = tf.shape(distances)[1]
+    width = tf.shape(columns)[1]
+    flat_distances = tf.reshape(distances, [-1])
+    thresholds = tf.where(is_positive,
+                          tf.gather(flat_distances, columns + num_columns * rows) + margin,
+                          -np.inf)
+    # Increasing, with the padding (-inf: below every distance) first.
+    negated, order = tf.math.top_k(-thresholds, k=width)
+    thresholds = -negated
+    # Non-negatives are searched at +inf: no threshold is above them.
+    below = searchsorted_rows(thresholds, tf.where(negative, distances, np.inf))
+    negative_counts = width - below
+    # Negative n is below the thresholds of rank >= below[a, n]; the last bin collects
+    # the non-negatives.
+    histogram = tf.math.unsorted_segment_sum(
+        tf.ones_like(flat_distances, dtype=tf.int32),
+        tf.reshape(below + (width + 1) * rows, [-1]), tf.size(rows) * (width + 1))
+    positive_counts = tf.cumsum(tf.reshape(histogram, [-1, width + 1])[:, :-1], axis=1)
+    total, num_positive = _hinge_total(thresholds, positive_counts, distances, negative_counts)
+    return total, num_positive, (order, positive_counts, negative_counts)
+
+
+def hinge_weights(columns, order, positive_counts, negative_counts):
+    """[b, B] float32, the derivative of the hinge total by the distances: k at the
+    positives' columns, -c at the negatives'."""
+    num_rows, num_columns = tf.shape(negative_counts)[0], tf.shape(negative_counts)[1]
+    # k back at the columns of the positives (the padding's k is 0).
+    targets = tf.gather(columns, order, batch_dims=1) + num_columns * tf.range(num_rows)[:, None]
+    positive_weights = tf.math.unsorted_segment_sum(
+        tf.reshape(positive_counts, [-1]), tf.reshape(targets, [-1]), num_rows * num_columns)
+    return tf.cast(tf.reshape(positive_weights, tf.shape(negative_counts)) - negative_counts,
+                   tf.float32)
+
+
 def _row_indices(batch):
     """[B, 1] int32 anchor indices, once B is checked to keep int32 flat indices into
     [B, B] (row * B + column) and [B, W + 1] tensors from overflowing."""
     check = tf.debugging.assert_less_equal(
-        batch, MAX_BATCH, message=f"batch-all supports batches of at most {MAX_BATCH}")
+        batch, MAX_BATCH, message=f"batch-all without blocks (block_size=0) supports "
+        f"batches of at most {MAX_BATCH}; leave block_size at None (blocks above 4,096)")
     with tf.control_dependencies([check] if check is not None else []):
         return tf.range(batch)[:, None]
 
@@ -154,13 +197,18 @@ def _hinge_total(thresholds, positive_counts, distances, negative_counts):
 
 def searchsorted_rows(sorted_rows, values):
     """int32 [B, N]: per row, how many of ``sorted_rows`` [B, W] are <= ``values`` [B, N]."""
-    batch = tf.shape(values)[0]
+    batch, width = tf.shape(values)[0], tf.shape(values)[1]
+    # tf.searchsorted fails on zero-width values (an empty batch): one padding column.
+    padding = [[0, 0], [0, tf.maximum(1 - width, 0)]]
+    values = tf.pad(values, padding)
+    sorted_rows = tf.pad(sorted_rows, [[0, 0], [0, tf.maximum(1 - tf.shape(sorted_rows)[1], 0)]],
+                         constant_values=np.inf)
     bounds = [batch * i // _SEARCH_CHUNKS for i in range(_SEARCH_CHUNKS + 1)]
     sizes = tf.stack(bounds[1:]) - tf.stack(bounds[:-1])
     return tf.concat([tf.searchsorted(rows, row_values, side="right", out_type=tf.int32)
                       for rows, row_values in zip(tf.split(sorted_rows, sizes, num=_SEARCH_CHUNKS),
                                                   tf.split(values, sizes, num=_SEARCH_CHUNKS))],
-                     axis=0)
+                     axis=0)[:, :width]
 
 
 def _dot64(counts, values):
@@ -172,13 +220,17 @@ def soft_margin_triplet_sum(distances, positive, negative):
     # Packing each anchor's positives and negatives to the front shrinks the
     # work from B x B x B to B x max #positives x max #negatives. The fill
     # values make softplus and its slope exactly 0 for padding.
-    anchor_positive = _pack_front(distances, positive, -np.inf)
-    anchor_negative = _pack_front(distances, negative, np.inf)
+    anchor_positive, _ = pack_front(distances, positive, -np.inf)
+    anchor_negative, _ = pack_front(distances, negative, np.inf)
     return _softplus_triplet_sum(anchor_positive, anchor_negative)
 
 
-def _pack_front(values, mask, fill):
-    """[B, K]: each row's masked values first, then ``fill``; K = the largest row count."""
+def pack_front(values, mask, fill):
+    """[b, K]: each row's masked values first, then ``fill``; K = the largest row count.
+
+    Returns:
+        (packed, columns): ``columns`` [b, K] int32, where each packed value came from.
+    """
     # At least 1: XLA crashes (SIGFPE) slicing a zero-width operand in the loop, and a
     # column of fill values adds exactly 0 to the sums and their slopes.
     if under_xla():
@@ -186,12 +238,30 @@ def _pack_front(values, mask, fill):
     else:
         width = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)), 1)
     order = tf.argsort(tf.cast(mask, tf.int32), axis=1, direction="DESCENDING", stable=True)
-    return tf.gather(tf.where(mask, values, fill), order[:, :width], batch_dims=1)
+    columns = order[:, :width]
+    return tf.gather(tf.where(mask, values, fill), columns, batch_dims=1), columns
 
 
 @tf.custom_gradient
 def _softplus_triplet_sum(anchor_positive, anchor_negative):
     """Sum over a, p, n of softplus(anchor_positive[a, p] - anchor_negative[a, n]).
+
+    Returns:
+        (total float64 scalar, number of terms > 1e-16 int64 scalar), and the
+        gradient function (see :func:`softplus_sums`).
+    """
+    total, count, grad_positive, grad_negative = softplus_sums(anchor_positive, anchor_negative)
+
+    def grad(upstream_total, upstream_count=None):
+        upstream = tf.cast(upstream_total, tf.float32)
+        return upstream * grad_positive, upstream * grad_negative
+
+    return (total, count), grad
+
+
+def softplus_sums(anchor_positive, anchor_negative):
+    """Sum over a, p, n of softplus(anchor_positive[a, p] - anchor_negative[a, n]), the
+    number of terms > 1e-16, and the derivatives of the sum by both inputs.
 
     Loops over chunks of anchors so that memory stays O(chunk x P x N). The
     gradient is accumulated in the same pass (the slope is the sigmoid of the
@@ -203,8 +273,8 @@ def _softplus_triplet_sum(anchor_positive, anchor_negative):
         anchor_negative: [B, N] float32, +inf for padding.
 
     Returns:
-        (total float64 scalar, number of terms > 1e-16 int64 scalar), and the
-        gradient function.
+        total (float64 scalar), count (int64 scalar), d total / d anchor_positive [B, P] and
+        d total / d anchor_negative [B, N] (float32).
     """
     batch = tf.shape(anchor_positive, out_type=tf.int64)[0]
     block = (tf.shape(anchor_positive, out_type=tf.int64)[1]
@@ -242,9 +312,4 @@ def _softplus_triplet_sum(anchor_positive, anchor_negative):
          empty(), empty()))
     grad_positive = tf.reshape(grad_positive.concat(), tf.shape(anchor_positive))
     grad_negative = tf.reshape(grad_negative.concat(), tf.shape(anchor_negative))
-
-    def grad(upstream_total, upstream_count=None):
-        upstream = tf.cast(upstream_total, tf.float32)
-        return upstream * grad_positive, upstream * grad_negative
-
-    return (total, count), grad
+    return total, count, grad_positive, grad_negative

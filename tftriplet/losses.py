@@ -1,4 +1,4 @@
-"""Keras 3 triplet losses: TensorFlow Addons' drop-in replacements, and the original's.
+"""Keras 3 metric-learning losses: TensorFlow Addons' drop-in replacements, and the original's.
 
 Migrating from TensorFlow Addons is one import line::
 
@@ -18,6 +18,11 @@ Migrating from TensorFlow Addons is one import line::
   anchors that have a positive and a negative).
 * :class:`FractionPositiveTriplets`: the batch-all fraction of positive triplets as a
   Keras metric.
+* :class:`ContrastiveLoss`, :func:`contrastive_loss`, :class:`NpairsLoss`,
+  :func:`npairs_loss`, :class:`NpairsMultilabelLoss`, :func:`npairs_multilabel_loss`,
+  :class:`LiftedStructLoss`, :func:`lifted_struct_loss`: TFA's other metric-learning
+  losses, with its names, arguments, defaults, input conventions and values, safe where
+  TFA's were not (see :mod:`tftriplet.pair_losses`).
 
 ``distance_metric`` is "L2" (Euclidean), "squared-L2", "angular" (1 - cosine
 similarity of the L2-normalised rows) or a callable ``embeddings -> [B, B] distances``.
@@ -38,7 +43,7 @@ update equals the single-device one.
 import keras
 import tensorflow as tf
 
-from tftriplet import distances, triplet_loss
+from tftriplet import distances, pair_losses, triplet_loss
 
 PACKAGE = "TripletLoss"
 
@@ -128,12 +133,17 @@ def _batch_hard_loss(y_true, y_pred, margin, soft, distance_metric):
     return loss
 
 
+def _num_replicas():
+    context = tf.distribute.get_replica_context()
+    return context.num_replicas_in_sync if context is not None else 1
+
+
 def _global_batch(y_true, y_pred):
     """The labels and embeddings of every replica, in replica order (this replica's alone
     outside a strategy), and the number of replicas."""
-    context = tf.distribute.get_replica_context()
-    replicas = context.num_replicas_in_sync if context is not None else 1
+    replicas = _num_replicas()
     if replicas > 1:
+        context = tf.distribute.get_replica_context()
         # The gradient of all_gather sums the upstream gradients of every replica (N
         # copies of dL/d(slice)); the loss is then divided by N so that the optimizer's
         # sum over replicas makes the update of L on one device.
@@ -142,13 +152,16 @@ def _global_batch(y_true, y_pred):
     return y_true, y_pred, replicas
 
 
-class _TripletLoss(keras.losses.Loss):
+class _WholeBatchLoss(keras.losses.Loss):
     """A loss of the whole batch (not a mean of per-example losses), with integer labels.
 
-    Subclasses set ``_function(y_true, y_pred, **self._arguments) -> float32 scalar``.
+    Subclasses set ``_function(y_true, y_pred, **self._arguments) -> float32 scalar``, and
+    ``_global`` False when ``y_pred`` is not one row per example (a similarity matrix):
+    each replica then computes its own loss instead of mining the global batch.
     """
 
     _function = None
+    _global = True
 
     def __init__(self, name=None, keras_arguments=None, **arguments):
         # TFA's classes took **kwargs for Keras's own arguments (reduction, dtype); these
@@ -160,7 +173,8 @@ class _TripletLoss(keras.losses.Loss):
                             f"'{unknown[0]}'")
         super().__init__(name=name, reduction="none")
         self._arguments = arguments
-        _distance(arguments["distance_metric"])  # fail at construction, not in fit
+        if "distance_metric" in arguments:
+            _distance(arguments["distance_metric"])  # fail at construction, not in fit
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         if sample_weight is not None:
@@ -171,8 +185,14 @@ class _TripletLoss(keras.losses.Loss):
         with tf.name_scope(self.name):
             # Keras's Loss.__call__ would cast y_true to float32, merging ids above 2^24.
             y_pred = tf.cast(y_pred, tf.float32)
-            y_true, y_pred, replicas = _global_batch(tf.convert_to_tensor(y_true), y_pred)
+            if not isinstance(y_true, tf.SparseTensor):
+                y_true = tf.convert_to_tensor(y_true)
+            if type(self)._global:
+                y_true, y_pred, replicas = _global_batch(y_true, y_pred)
+            else:
+                replicas = _num_replicas()
             loss = type(self)._function(y_true, y_pred, **self._arguments)
+            # Each replica's update is then 1 / replicas of its own: their sum is the mean.
             return loss / replicas if replicas > 1 else loss
 
     def call(self, y_true, y_pred):
@@ -180,18 +200,20 @@ class _TripletLoss(keras.losses.Loss):
 
     def get_config(self):
         config = {"name": self.name, **self._arguments}
-        config["distance_metric"] = _serialize_distance(config["distance_metric"])
+        if "distance_metric" in config:
+            config["distance_metric"] = _serialize_distance(config["distance_metric"])
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["distance_metric"] = _deserialize_distance(config.get("distance_metric", "L2"))
+        if "distance_metric" in config:
+            config["distance_metric"] = _deserialize_distance(config["distance_metric"])
         return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class TripletSemiHardLoss(_TripletLoss):
+class TripletSemiHardLoss(_WholeBatchLoss):
     """TensorFlow Addons' ``TripletSemiHardLoss`` (see :func:`triplet_semihard_loss`)."""
 
     _function = staticmethod(triplet_semihard_loss)
@@ -202,7 +224,7 @@ class TripletSemiHardLoss(_TripletLoss):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class TripletHardLoss(_TripletLoss):
+class TripletHardLoss(_WholeBatchLoss):
     """TensorFlow Addons' ``TripletHardLoss`` (see :func:`triplet_hard_loss`)."""
 
     _function = staticmethod(triplet_hard_loss)
@@ -213,7 +235,7 @@ class TripletHardLoss(_TripletLoss):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class BatchAllTripletLoss(_TripletLoss):
+class BatchAllTripletLoss(_WholeBatchLoss):
     """The original project's batch-all loss: every valid triplet, averaged over the
     positive ones (see :func:`tftriplet.triplet_loss.batch_all_triplet_loss`)."""
 
@@ -225,7 +247,7 @@ class BatchAllTripletLoss(_TripletLoss):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class BatchHardTripletLoss(_TripletLoss):
+class BatchHardTripletLoss(_WholeBatchLoss):
     """The original project's batch-hard loss over the anchors that have a positive and a
     negative (see :func:`tftriplet.triplet_loss.batch_hard_triplet_loss`)."""
 
@@ -234,6 +256,127 @@ class BatchHardTripletLoss(_TripletLoss):
     def __init__(self, margin=0.5, distance_metric="L2", soft=False, name=None, **kwargs):
         super().__init__(name=name or "batch_hard_triplet_loss", keras_arguments=kwargs,
                          margin=margin, soft=soft, distance_metric=distance_metric)
+
+
+# --- TensorFlow Addons' other metric-learning losses (tftriplet/pair_losses.py) ----------
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def contrastive_loss(y_true, y_pred, margin=1.0):
+    """TensorFlow Addons' ``contrastive_loss``: per pair, y d^2 + (1 - y) max(margin - d, 0)^2.
+
+    Args:
+        y_true: [B] 1 for a same-class pair, 0 for a different one.
+        y_pred: [B] distances of the pairs (not squared).
+        margin: float.
+
+    Returns:
+        [B] losses in the dtype of ``y_pred`` (computed in float32).
+    """
+    return _in_input_dtype(pair_losses.contrastive(y_true, y_pred, margin), y_pred)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def npairs_loss(y_true, y_pred):
+    """TensorFlow Addons' ``npairs_loss``: softmax cross-entropy of each row of the
+    similarity matrix against its class.
+
+    Args:
+        y_true: [B] or [B, 1] integer labels.
+        y_pred: [B, B] similarities (logits), e.g. anchors . positives^T.
+
+    Returns:
+        Scalar loss in the dtype of ``y_pred``.
+    """
+    return _in_input_dtype(pair_losses.npairs(y_true, y_pred), y_pred)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def npairs_multilabel_loss(y_true, y_pred):
+    """TensorFlow Addons' ``npairs_multilabel_loss``: :func:`npairs_loss` with label sets.
+
+    Args:
+        y_true: [B, C] 0 / 1 label indicators, dense or a ``tf.SparseTensor``.
+        y_pred: [B, B] similarities (logits).
+
+    Returns:
+        Scalar loss in the dtype of ``y_pred``.
+    """
+    return _in_input_dtype(pair_losses.npairs_multilabel(y_true, y_pred), y_pred)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def lifted_struct_loss(labels, embeddings, margin=1.0):
+    """TensorFlow Addons' ``lifted_struct_loss`` (see
+    :func:`tftriplet.pair_losses.lifted_struct`).
+
+    Args:
+        labels: [B] or [B, 1] integer labels.
+        embeddings: [B, D] embeddings (float16 / bfloat16 are computed in float32).
+        margin: float.
+
+    Returns:
+        Scalar loss in the dtype of ``embeddings``.
+    """
+    return _in_input_dtype(pair_losses.lifted_struct(labels, embeddings, margin), embeddings)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ContrastiveLoss(keras.losses.Loss):
+    """TensorFlow Addons' ``ContrastiveLoss``: :func:`contrastive_loss` per pair, reduced as
+    Keras reduces (default: the mean over the pairs; with ``sample_weight``, the weighted
+    sum divided by the number of pairs, as TFA)."""
+
+    def __init__(self, margin=1.0, reduction="sum_over_batch_size", name="contrastive_loss",
+                 **kwargs):
+        # "auto" was Keras 2's default (TFA's saved configs may hold it): the mean.
+        reduction = "sum_over_batch_size" if reduction == "auto" else reduction
+        super().__init__(name=name, reduction=reduction, **kwargs)
+        self.margin = margin
+
+    def call(self, y_true, y_pred):
+        # One label per distance: TFA broadcast [B, 1] labels against [B] distances to a
+        # [B, B] loss.
+        return pair_losses.contrastive(tf.reshape(y_true, tf.shape(y_pred)), y_pred,
+                                       self.margin)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class NpairsLoss(_WholeBatchLoss):
+    """TensorFlow Addons' ``NpairsLoss`` (see :func:`npairs_loss`). Under a
+    ``tf.distribute`` strategy each replica's similarity matrix is its own batch."""
+
+    _function = staticmethod(npairs_loss)
+    _global = False
+
+    def __init__(self, name="npairs_loss", **kwargs):
+        super().__init__(name=name, keras_arguments=kwargs)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class NpairsMultilabelLoss(_WholeBatchLoss):
+    """TensorFlow Addons' ``NpairsMultilabelLoss`` (see :func:`npairs_multilabel_loss`)."""
+
+    _function = staticmethod(npairs_multilabel_loss)
+    _global = False
+
+    def __init__(self, name="npairs_multilabel_loss", **kwargs):
+        super().__init__(name=name, keras_arguments=kwargs)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class LiftedStructLoss(_WholeBatchLoss):
+    """TensorFlow Addons' ``LiftedStructLoss`` (see :func:`lifted_struct_loss`); under a
+    ``tf.distribute`` strategy it mines the global batch, as the triplet losses."""
+
+    _function = staticmethod(lifted_struct_loss)
+
+    def __init__(self, margin=1.0, name=None, **kwargs):
+        super().__init__(name=name or "lifted_struct_loss", keras_arguments=kwargs,
+                         margin=margin)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

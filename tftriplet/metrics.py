@@ -292,3 +292,59 @@ def retrieval_metrics(embeddings, labels, chunk_size=1024):
                                    [starts[i::num_threads] for i in range(num_threads)]))
     means = np.sum(per_thread, axis=0) / has_relevant.sum()
     return {name: float(value) for name, value in zip(METRIC_NAMES, means)}
+
+
+def knn_accuracy(embeddings, labels, reference_embeddings, reference_labels, k=1,
+                 chunk_size=1024):
+    """Accuracy of a k-nearest-neighbour vote: each embedding is classified by the labels
+    of its ``k`` nearest references (Euclidean distance), as scikit-learn's
+    ``KNeighborsClassifier(n_neighbors=k)`` does with uniform weights.
+
+    Conventions (scikit-learn's): references at equal distance are taken in index order,
+    lowest first; a tied vote goes to the smallest label.
+
+    Args:
+        embeddings: float array [N, D], the queries (e.g. the test set).
+        labels: array [N] of their labels.
+        reference_embeddings: float array [M, D] (e.g. the training set).
+        reference_labels: array [M].
+        k: the number of neighbours that vote, 1 <= k <= M.
+        chunk_size: queries handled at once (memory: chunk_size x M float64).
+
+    Returns:
+        float, the share of queries whose vote is their label.
+
+    Raises:
+        ValueError: on wrong shapes, non-finite embeddings or a bad ``k``.
+    """
+    embeddings, labels = _check_inputs(embeddings, labels, chunk_size)
+    references, reference_labels = _check_inputs(reference_embeddings, reference_labels,
+                                                 chunk_size)
+    if references.shape[1] != embeddings.shape[1]:
+        raise ValueError(f"the references have {references.shape[1]} dimensions but the "
+                         f"embeddings {embeddings.shape[1]}; embed both with one network")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not \
+            1 <= k <= len(reference_labels):
+        raise ValueError(f"k must be an integer from 1 to the {len(reference_labels)} "
+                         f"references, got {k!r}")
+    classes, reference_index = np.unique(reference_labels, return_inverse=True)
+    reference_index = reference_index.reshape(-1)
+    references = references.astype(np.float64)
+    squared_norms = np.einsum("ij,ij->i", references, references)
+    correct = 0
+    for start in range(0, len(labels), chunk_size):
+        queries = embeddings[start:start + chunk_size].astype(np.float64)
+        # |r|^2 - 2 q.r orders the references as the squared distance does.
+        scores = squared_norms[None, :] - 2.0 * queries @ references.T
+        # The candidates are the references at most as far as the k-th nearest (more than
+        # k where distances tie), ordered by (score, index); the first k of a row vote.
+        kth = np.partition(scores, k - 1, axis=1)[:, k - 1:k]
+        rows, columns = np.nonzero(scores <= kth)
+        order = np.lexsort((columns, scores[rows, columns], rows))
+        rows, columns = rows[order], columns[order]
+        rank = np.arange(len(rows)) - np.searchsorted(rows, np.arange(len(queries)))[rows]
+        votes = np.zeros((len(queries), len(classes)), np.int64)
+        np.add.at(votes, (rows[rank < k], reference_index[columns[rank < k]]), 1)
+        predicted = classes[np.argmax(votes, axis=1)]  # the first maximum: smallest label
+        correct += int(np.sum(predicted == labels[start:start + chunk_size]))
+    return correct / len(labels)

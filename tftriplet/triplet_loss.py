@@ -20,6 +20,11 @@ and the checks of the inputs :mod:`tftriplet.inputs`:
   :data:`tftriplet.distances.METRICS`, or a callable embeddings -> [B, B] distances.
 * A triplet (a, p, n) is valid when a != p, label[a] == label[p] and
   label[a] != label[n]. A batch without any valid triplet gives loss 0.
+* ``block_size``: None computes batches above :data:`tftriplet.blocked.BLOCKED_ABOVE`
+  (4,096) in blocks of anchors (O(B x block) memory, :mod:`tftriplet.blocked`) and smaller
+  ones with [B, B] tensors; a positive int forces blocks of that many anchors; 0 never
+  blocks. Blocks need a named distance (a callable is always unblocked) and give the
+  same values to float32 round-off.
 * ``soft_margin`` replaces the hinge max(d(a,p) - d(a,n) + margin, 0) by
   softplus(d(a,p) - d(a,n)) (Hermans et al.); ``margin`` is then unused.
 
@@ -31,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from tftriplet import distances as distances_lib
-from tftriplet import exact_batch_all, inputs
+from tftriplet import blocked, exact_batch_all, inputs
 from tftriplet.exact_batch_all import POSITIVE_LOSS
 
 # --- Distances ---------------------------------------------------------------------------
@@ -71,6 +76,46 @@ def _labels_and_distances(labels, embeddings, squared, distance):
     distances = inputs.check_batch_sizes(
         labels, distances_lib.distance_matrix(embeddings, _metric(squared, distance)))
     return labels, distances, tf.reduce_all(tf.math.is_finite(distances))
+
+
+def _blocked_or_not(labels, embeddings, squared, distance, block_size, unblocked, in_blocks):
+    """``unblocked()``, or ``in_blocks(labels, points, metric, block)`` as ``block_size`` says
+    (see the module docstring), with ``points`` the float32 embeddings, L2-normalised for
+    the angular distance."""
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int)
+                                   or block_size < 0):
+        raise ValueError(f"block_size must be None (automatic), 0 (no blocks) or a positive "
+                         f"number of anchors per block, got {block_size!r}")
+    metric = _metric(squared, distance)
+    if callable(metric) and block_size:
+        raise ValueError("block_size needs a named distance (L2, squared-L2, angular): a "
+                         "callable distance returns the whole [B, B] matrix at once")
+    if callable(metric) or metric not in distances_lib.METRICS or block_size == 0:
+        return unblocked()  # which also names an unknown distance
+    labels = inputs.check_labels(labels)
+    embeddings = inputs.check_batch_sizes(labels, inputs.check_embeddings(embeddings))
+
+    def in_blocks_of(block):
+        points = tf.math.l2_normalize(embeddings, axis=1) if metric == "angular" else embeddings
+        return in_blocks(labels, points, metric, block)
+
+    batch = embeddings.shape[0]
+    if block_size:
+        # An empty batch has no block to loop over: the unblocked losses give its zeros.
+        use_blocks = batch > 0 if batch is not None else tf.shape(embeddings)[0] > 0
+        block = block_size
+    elif batch is not None:
+        use_blocks, block = batch > blocked.BLOCKED_ABOVE, blocked.automatic_block_size(batch)
+    elif exact_batch_all.under_xla():
+        # XLA compiles static block shapes only; its batch size is not known here.
+        return unblocked()
+    else:
+        batch = tf.shape(embeddings)[0]
+        use_blocks = batch > blocked.BLOCKED_ABOVE
+        block = blocked.automatic_block_size(batch)
+    if isinstance(use_blocks, bool):
+        return in_blocks_of(block) if use_blocks else unblocked()
+    return tf.cond(use_blocks, lambda: in_blocks_of(block), unblocked)
 
 
 # --- Masks -------------------------------------------------------------------------------
@@ -229,7 +274,7 @@ def batch_all_triplet_loss_naive(labels, embeddings, margin, squared=False, soft
 
 
 def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margin=False,
-                           distance=None):
+                           distance=None, block_size=None):
     """Average loss over the positive triplets among all valid triplets of the batch.
 
     loss = sum over valid (a, p, n) of max(d(a,p) - d(a,n) + margin, 0), divided by
@@ -247,7 +292,7 @@ def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margi
         margin: float, margin of the hinge (unused with ``soft_margin``).
         squared: use squared Euclidean distances.
         soft_margin: softplus(d(a,p) - d(a,n)) instead of the hinge.
-        distance: see the module docstring.
+        distance, block_size: see the module docstring.
 
     Returns:
         (loss, fraction_positive_triplets), float32 scalars: loss = sum of the
@@ -256,6 +301,24 @@ def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margi
         With ``soft_margin`` nearly every valid triplet counts (softplus is
         > 1e-16 unless d(a, n) - d(a, p) > 36.8), so the fraction stays near 1.
     """
+    def in_blocks(labels, points, metric, block):
+        total, num_positive, finite = blocked.batch_all_sums(labels, points, metric, margin,
+                                                            soft_margin, block)
+        return _nan_unless(finite, *_positive_average(total, num_positive,
+                                                      _num_valid_triplets(labels)))
+
+    return _blocked_or_not(labels, embeddings, squared, distance, block_size,
+                           lambda: _batch_all(labels, embeddings, margin, squared, soft_margin,
+                                              distance), in_blocks)
+
+
+def _num_valid_triplets(labels):
+    """(|class| - 1) x (B - |class|) summed over anchors, from the class sizes alone."""
+    class_sizes = tf.cast(exact_batch_all.ClassIndex(labels).sizes, tf.int64)
+    return tf.reduce_sum((class_sizes - 1) * (tf.size(labels, tf.int64) - class_sizes))
+
+
+def _batch_all(labels, embeddings, margin, squared, soft_margin, distance):
     labels, distances, finite = _labels_and_distances(labels, embeddings, squared, distance)
     negative = anchor_negative_mask(labels)
     if soft_margin:
@@ -264,16 +327,15 @@ def batch_all_triplet_loss(labels, embeddings, margin, squared=False, soft_margi
                                                                       negative)
         num_valid = tf.reduce_sum(_row_count(positive) * _row_count(negative))
     else:
-        columns, is_positive, class_sizes = exact_batch_all.class_members(labels)
+        columns, is_positive, _ = exact_batch_all.class_members(labels)
         total, num_positive = exact_batch_all.hinge_triplet_sum(
             distances, columns, is_positive, negative, margin)
-        class_sizes = tf.cast(class_sizes, tf.int64)
-        num_valid = tf.reduce_sum((class_sizes - 1) * (tf.size(labels, tf.int64) - class_sizes))
+        num_valid = _num_valid_triplets(labels)
     return _nan_unless(finite, *_positive_average(total, num_positive, num_valid))
 
 
 def batch_hard_triplet_loss(labels, embeddings, margin, squared=False, soft_margin=False,
-                            distance=None, all_anchors=False):
+                            distance=None, all_anchors=False, block_size=None):
     """For each anchor, the hardest positive against the hardest negative.
 
     loss = mean over anchors a of max(max_p d(a,p) - min_n d(a,n) + margin, 0).
@@ -288,7 +350,7 @@ def batch_hard_triplet_loss(labels, embeddings, margin, squared=False, soft_marg
         margin: float, margin of the hinge (unused with ``soft_margin``).
         squared: use squared Euclidean distances.
         soft_margin: softplus(hardest_pos - hardest_neg) instead of the hinge.
-        distance: see the module docstring.
+        distance, block_size: see the module docstring.
         all_anchors: average over all B anchors, each with the placeholders below
             (TensorFlow Addons' ``triplet_hard_loss`` and the TF1 original).
 
@@ -301,26 +363,44 @@ def batch_hard_triplet_loss(labels, embeddings, margin, squared=False, soft_marg
         hardest_negative_dist: [B] float32, smallest d(a, n); where the anchor
             has no negative, the largest distance in its row (what the TF1
             original's masking gives: finite and never "hard").
-        All NaN when a distance is NaN or infinite.
+        All NaN when a distance is NaN or infinite. Computed in blocks, the hardest
+        distances carry no gradient (the loss does).
     """
-    loss, hardest = _batch_hard(labels, embeddings, margin, squared, soft_margin, distance,
-                                all_anchors)
-    return loss, hardest.positive_dist, hardest.negative_dist
+    def in_blocks(labels, points, metric, block):
+        total, count, finite, positive_dist, negative_dist = blocked.batch_hard_sums(
+            labels, points, metric, margin, soft_margin, all_anchors, block)
+        return _nan_unless(finite, _mean(total, count), positive_dist, negative_dist)
+
+    return _blocked_or_not(labels, embeddings, squared, distance, block_size,
+                           lambda: _batch_hard(labels, embeddings, margin, squared, soft_margin,
+                                               distance, all_anchors), in_blocks)
 
 
-def _batch_hard(labels, embeddings, margin, squared, soft_margin, distance, all_anchors=False):
+def _batch_hard(labels, embeddings, margin, squared, soft_margin, distance, all_anchors):
     labels, distances, finite = _labels_and_distances(labels, embeddings, squared, distance)
     hardest = _Hardest(labels, distances)
     losses = _triplet_losses(hardest.positive_dist - hardest.negative_dist, margin, soft_margin)
     anchors = (tf.ones_like(hardest.has_positive) if all_anchors
                else hardest.has_positive & hardest.has_negative)
-    hardest.positive_dist, hardest.negative_dist = _nan_unless(
-        finite, hardest.positive_dist, hardest.negative_dist)
-    return _nan_unless(finite, masked_mean(losses, anchors)), hardest
+    return _nan_unless(finite, masked_mean(losses, anchors), hardest.positive_dist,
+                       hardest.negative_dist)
+
+
+def _mean(total, count):
+    """float32 total / count (float64 scalars' quotient), 0 when count is 0."""
+    mean = tf.cast(total, tf.float64) / tf.cast(tf.maximum(count, 1), tf.float64)
+    return tf.cast(tf.where(count > 0, mean, 0.0), tf.float32)
+
+
+def _has_positive_and_negative(labels):
+    """[B] bool each: whether an anchor has a positive, and a negative, in the batch."""
+    labels = inputs.check_labels(labels)
+    class_sizes = exact_batch_all.ClassIndex(labels).sizes
+    return class_sizes > 1, class_sizes < tf.size(labels)
 
 
 def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False, distance=None,
-                                all_anchors=False):
+                                all_anchors=False, block_size=None):
     """FaceNet semi-hard mining (tf.contrib ``triplet_semihard_loss`` semantics).
 
     For every (a, p) pair the negative is the closest one farther than
@@ -332,7 +412,7 @@ def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False, dista
         embeddings: [B, D] floating tensor.
         margin: float, margin of the hinge.
         squared: use squared Euclidean distances.
-        distance: see the module docstring.
+        distance, block_size: see the module docstring.
         all_anchors: average over every (a, p) pair, a pair whose anchor has no
             negative taking the smallest distance of its row as d(a, n) (TensorFlow
             Addons' ``triplet_semihard_loss``; 0 instead of its NaN when there is
@@ -344,6 +424,17 @@ def batch_semihard_triplet_loss(labels, embeddings, margin, squared=False, dista
         ``all_anchors``); 0 when there is none; NaN when a distance is NaN or
         infinite.
     """
+    def in_blocks(labels, points, metric, block):
+        total, count, finite = blocked.batch_semihard_sums(labels, points, metric, margin,
+                                                           all_anchors, block)
+        return _nan_unless(finite, _mean(total, count))
+
+    return _blocked_or_not(labels, embeddings, squared, distance, block_size,
+                           lambda: _batch_semihard(labels, embeddings, margin, squared, distance,
+                                                   all_anchors), in_blocks)
+
+
+def _batch_semihard(labels, embeddings, margin, squared, distance, all_anchors):
     labels, distances, finite = _labels_and_distances(labels, embeddings, squared, distance)
     positive, negative = anchor_positive_mask(labels), anchor_negative_mask(labels)
     negative_distances, num_negatives = _semihard_negatives(distances, negative)
@@ -370,12 +461,13 @@ def _batch_all_with_summaries(labels, embeddings, margin, squared=False, soft_ma
 
 def _batch_hard_with_summaries(labels, embeddings, margin, squared=False, soft_margin=False,
                                distance=None):
-    loss, hardest = _batch_hard(labels, embeddings, margin, squared, soft_margin, distance)
+    loss, positive_dist, negative_dist = batch_hard_triplet_loss(labels, embeddings, margin,
+                                                                squared, soft_margin, distance)
+    has_positive, has_negative = _has_positive_and_negative(labels)
     # Averaged over the anchors that have a positive (a negative): the placeholders of
     # the others (0, the row maximum) would blur the curves.
-    return loss, {
-        "hardest_positive_dist": masked_mean(hardest.positive_dist, hardest.has_positive),
-        "hardest_negative_dist": masked_mean(hardest.negative_dist, hardest.has_negative)}
+    return loss, {"hardest_positive_dist": masked_mean(positive_dist, has_positive),
+                  "hardest_negative_dist": masked_mean(negative_dist, has_negative)}
 
 
 def _batch_semihard_with_summaries(labels, embeddings, margin, squared=False, soft_margin=False,

@@ -14,21 +14,10 @@ Gallery files that are not regular files, whose names are not UTF-8, above 50 me
 or that do not decode are skipped with a warning, as in class-folder datasets.
 """
 
-import argparse
 import logging
 import sys
 
 from .. import cli
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
-    return value
 
 
 def parse_args(argv):
@@ -36,7 +25,7 @@ def parse_args(argv):
     parser.add_argument("--model_dir", required=True, help="experiment folder of a trained run")
     parser.add_argument("--gallery", required=True,
                         help="folder of images, of class folders, or of IDX files to search")
-    parser.add_argument("--k", type=positive_int, default=5,
+    parser.add_argument("--k", type=cli.positive_int, default=5,
                         help="neighbours listed per query (default: %(default)s)")
     parser.add_argument("--picture", metavar="PNG",
                         help="also draw each query and its neighbours into this PNG file")
