@@ -26,7 +26,7 @@ from typing import Optional
 from .errors import UserError, check_utf8
 from .files import read_json, write_json
 
-STRATEGIES = ("batch_all", "batch_hard", "batch_semihard")
+STRATEGIES = ("batch_all", "batch_hard", "batch_semihard", "contrastive")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 # The names of tftriplet.distances.METRICS (TensorFlow Addons' distance_metric names).
 DISTANCES = ("L2", "squared-L2", "angular")
@@ -308,10 +308,12 @@ def _check_consistency(params, source):
         raise UserError(
             f"{source}: 'validation_classes' and 'validation_size' both hold out a "
             "validation split; keep one of them (the other null / 0)")
-    if params.soft_margin and params.triplet_strategy == "batch_semihard":
+    if params.soft_margin and params.triplet_strategy in ("batch_semihard", "contrastive"):
+        why = ("its negatives are chosen by the margin" if params.triplet_strategy ==
+               "batch_semihard" else "its pairs of different classes are pushed to the margin")
         raise UserError(
             f"{source}: 'soft_margin' works with batch_all and batch_hard, not "
-            "batch_semihard (its negatives are chosen by the margin); set it to false")
+            f"{params.triplet_strategy} ({why}); set it to false")
 
 
 check_schema(Params)

@@ -88,7 +88,8 @@ _LAYOUT = (
                           ("MAP@R", r"^map_at_r$"), ("Recall@K", r"^recall_at_\d+$"))),
     ("loss and mining (train, eval)", (
         ("loss", r"^loss$"), ("fraction of positive triplets", r"^fraction_positive_triplets$"),
-        ("hardest distances", r"^hardest_(positive|negative)_dist$"))),
+        ("hardest distances", r"^hardest_(positive|negative)_dist$"),
+        ("fraction of positive pairs", r"^fraction_positive_pairs$"))),
     ("embeddings", (("mean norm", r"^embedding_mean_norm$"),
                     ("spread (eval)", r"^embedding_spread$"), ("collapsed (eval)", r"^collapsed$"))),
 )

@@ -40,3 +40,18 @@ def test_make_colour_mnist_writes_class_folders_the_app_reads(tmp_path, tiny_dat
     assert len(seven) == 4 and {name.rsplit(".", 1)[1] for name in seven} == {"jpg", "png"}
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "already holds a train/ folder" in again.stderr
+
+
+def test_offline_triplets_example_prints_both_runs_side_by_side(tiny_data_dir):
+    result = subprocess.run(
+        [sys.executable, os.path.join("examples", "offline_triplets.py"), "--seconds", "2",
+         "--data_dir", tiny_data_dir],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    table = result.stdout.split("| training (2 s each) | steps | P@1 | R-precision | MAP@R |")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| o")]
+    assert [row.split(" | ")[0] for row in rows] == ["| offline random triplets",
+                                                     "| online batch-all"]
+    for row in rows:
+        steps, *figures = row.strip("| ").split(" | ")[1:]
+        assert int(steps) > 0 and all(0.0 <= float(value) <= 1.0 for value in figures)

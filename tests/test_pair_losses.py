@@ -387,3 +387,123 @@ def test_the_pure_functions_return_float32():
     assert pair_losses.lifted_struct(labels, half).dtype == tf.float32
     assert pair_losses.npairs([0, 1], tf.constant([[1.0, 0.0], [0.0, 1.0]], tf.float16)).dtype \
         == tf.float32
+
+
+# ---------------------------------------------------------------- contrastive strategy
+
+
+def np_batch_contrastive(labels, embeddings, margin, squared=False):
+    labels = np.asarray(labels)
+    embeddings = np.asarray(embeddings, np.float64)
+    total, positive, pairs = 0.0, 0, 0
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            d2 = np.sum((embeddings[i] - embeddings[j]) ** 2)
+            d = d2 if squared else np.sqrt(d2)
+            loss = d**2 if labels[i] == labels[j] else max(margin - d, 0.0) ** 2
+            pairs += 1
+            if loss > 1e-16:
+                total += loss
+                positive += 1
+    return (total / positive if positive else 0.0), (positive / pairs if pairs else 0.0)
+
+
+@pytest.mark.parametrize("squared", [False, True])
+@pytest.mark.parametrize("margin", [0.5, 1.0, 3.0])
+def test_batch_contrastive_matches_numpy(margin, squared):
+    rng = np.random.default_rng(43)
+    labels = rng.integers(0, 4, 20)
+    embeddings = rng.normal(size=(20, 3)).astype(np.float32)
+    embeddings[5] = embeddings[6]  # a pair at distance 0: loss 0 whatever its labels
+    got = pair_losses.batch_contrastive_loss(labels, embeddings, margin, squared)
+    np.testing.assert_allclose(got, np_batch_contrastive(labels, embeddings, margin, squared),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("labels,embeddings,want", [
+    ([3], [[1.0, 2.0]], (0.0, 0.0)),
+    ([0, 0, 0], [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]], (0.0, 0.0)),
+    ([0, 1], [[0.0, 0.0], [0.0, 0.0]], (1.0, 1.0)),
+    ([0, 1], [[0.0, 0.0], [3.0, 0.0]], (0.0, 0.0)),
+])
+def test_batch_contrastive_edge_cases(labels, embeddings, want):
+    embeddings = tf.constant(embeddings)
+    with tf.GradientTape() as tape:
+        tape.watch(embeddings)
+        loss, fraction = pair_losses.batch_contrastive_loss(labels, embeddings, 1.0)
+    np.testing.assert_allclose([loss, fraction], want)
+    assert np.all(np.isfinite(tape.gradient(loss, embeddings)))
+
+
+def test_batch_contrastive_is_a_strategy_with_its_summary():
+    from tftriplet import triplet_loss
+
+    labels, embeddings = np.array([0, 0, 1, 1]), np.eye(4, 3, dtype=np.float32)
+    loss, summaries = triplet_loss.STRATEGIES["contrastive"](labels, embeddings, 1.0)
+    want = np_batch_contrastive(labels, embeddings, 1.0)
+    np.testing.assert_allclose([loss, summaries["fraction_positive_pairs"]], want, rtol=1e-6)
+    with pytest.raises(ValueError, match="no soft margin"):
+        triplet_loss.STRATEGIES["contrastive"](labels, embeddings, 1.0, soft_margin=True)
+
+
+# ---------------------------------------------------------------- offline triplets
+
+
+def np_offline(anchors, positives, negatives, margin, metric, soft):
+    def distance(x, y):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        if metric == "angular":
+            x = x / np.linalg.norm(x, axis=1, keepdims=True)
+            y = y / np.linalg.norm(y, axis=1, keepdims=True)
+            return np.maximum(1.0 - np.sum(x * y, axis=1), 0.0)
+        squared = np.sum((x - y) ** 2, axis=1)
+        return squared if metric == "squared-L2" else np.sqrt(squared)
+
+    differences = distance(anchors, positives) - distance(anchors, negatives)
+    return np.logaddexp(0.0, differences) if soft else np.maximum(differences + margin, 0.0)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("metric", ["squared-L2", "L2", "angular"])
+def test_offline_triplet_loss_matches_numpy(metric, soft):
+    triplets = np.random.default_rng(44).normal(size=(30, 3, 4)).astype(np.float32)
+    want = np_offline(triplets[:, 0], triplets[:, 1], triplets[:, 2], 0.7, metric, soft)
+    got = pair_losses.offline_triplet_losses(triplets[:, 0], triplets[:, 1], triplets[:, 2],
+                                             0.7, metric, soft)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    loss = losses.TripletLoss(0.7, distance_metric=metric, soft=soft)
+    np.testing.assert_allclose(loss(np.zeros(30), triplets), want.mean(), rtol=1e-5)
+
+
+def test_offline_triplets_at_distance_zero_have_finite_gradients():
+    triplets = tf.constant(np.ones((2, 3, 4), np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(triplets)
+        loss = losses.TripletLoss(1.0, distance_metric="L2")(np.zeros(2), triplets)
+    assert float(loss) == 1.0
+    np.testing.assert_array_equal(tape.gradient(loss, triplets), 0.0)
+
+
+def test_offline_triplet_loss_refuses_what_it_cannot_use():
+    with pytest.raises(ValueError, match=r"\[batch, 3, embedding_size\]"):
+        losses.TripletLoss()(np.zeros(4), np.zeros((4, 6), np.float32))
+    with pytest.raises(ValueError, match="unknown distance_metric 'L1'"):
+        losses.TripletLoss(distance_metric="L1")
+
+
+def test_a_three_branch_model_trains_on_offline_triplets_and_round_trips(tmp_path):
+    keras.utils.set_random_seed(0)
+    embed = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    inputs = keras.Input((3, 8))
+    model = keras.Model(inputs, keras.ops.stack([embed(inputs[:, i]) for i in range(3)], axis=1))
+    triplets = np.random.RandomState(1).rand(32, 3, 8).astype(np.float32)
+    want = np_offline(*(model(triplets).numpy().transpose(1, 0, 2)), 1.0, "squared-L2",
+                      False).mean()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=losses.TripletLoss())
+    history = model.fit(triplets, np.zeros(32), batch_size=32, epochs=3, verbose=0).history
+    np.testing.assert_allclose(history["loss"][0], want, rtol=1e-6)
+    assert history["loss"][-1] < history["loss"][0]
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.loss.get_config() == model.loss.get_config()

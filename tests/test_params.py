@@ -86,6 +86,7 @@ def test_shipped_experiments_load():
     ({"cache": "disk"}, "choose one of memory, file"),
     ({"test_fraction": 1.0}, "'test_fraction' is 1.0; it must be > 0.0 and <= 0.9"),
     ({"triplet_strategy": "batch_semihard", "soft_margin": True}, "not batch_semihard"),
+    ({"triplet_strategy": "contrastive", "soft_margin": True}, "not contrastive"),
     ('{"margin": NaN}', "'margin' is nan; it must be a finite number"),
     ('{"learning_rate": Infinity}', "'learning_rate' is inf; it must be a finite number"),
     ('{"bn_momentum": -Infinity}', "it must be a finite number"),

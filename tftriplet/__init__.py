@@ -46,7 +46,7 @@ except ModuleNotFoundError as _error:
 
 from tftriplet.losses import (BatchAllTripletLoss, BatchHardTripletLoss,  # noqa: E402
                               ContrastiveLoss, FractionPositiveTriplets, LiftedStructLoss,
-                              NpairsLoss, NpairsMultilabelLoss, TripletHardLoss,
+                              NpairsLoss, NpairsMultilabelLoss, TripletHardLoss, TripletLoss,
                               TripletSemiHardLoss, contrastive_loss, lifted_struct_loss,
                               npairs_loss, npairs_multilabel_loss, triplet_hard_loss,
                               triplet_semihard_loss)
@@ -57,7 +57,7 @@ from tftriplet.triplet_loss import (batch_all_triplet_loss, batch_hard_triplet_l
 __all__ = [
     "BatchAllTripletLoss", "BatchHardTripletLoss", "ContrastiveLoss",
     "FractionPositiveTriplets", "LiftedStructLoss", "NpairsLoss", "NpairsMultilabelLoss",
-    "TripletHardLoss", "TripletSemiHardLoss", "batch_all_triplet_loss",
+    "TripletHardLoss", "TripletLoss", "TripletSemiHardLoss", "batch_all_triplet_loss",
     "batch_hard_triplet_loss", "batch_semihard_triplet_loss", "contrastive_loss",
     "lifted_struct_loss", "npairs_loss", "npairs_multilabel_loss", "pairwise_distances",
     "retrieval_metrics", "triplet_hard_loss", "triplet_semihard_loss", "__version__",

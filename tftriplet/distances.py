@@ -88,6 +88,30 @@ def angular(embeddings):
     return tf.maximum(1.0 - tf.matmul(unit, unit, transpose_b=True), 0.0)
 
 
+def paired(first, second, metric):
+    """[N] float32 distances between the rows of ``first`` and ``second`` ([N, D] each), row
+    by row: the distances of explicit pairs (e.g. offline triplets), as :data:`METRICS`
+    defines them, with a gradient that is 0 (not infinite) where an L2 distance is 0.
+
+    Raises:
+        ValueError: a metric not in :data:`METRICS` (callables give [B, B] matrices).
+    """
+    first, second = inputs.check_embeddings(first), inputs.check_embeddings(second)
+    if metric == "angular":
+        cosine = tf.reduce_sum(tf.math.l2_normalize(first, axis=1)
+                               * tf.math.l2_normalize(second, axis=1), axis=1)
+        return tf.maximum(1.0 - cosine, 0.0)
+    if metric not in METRICS:
+        raise ValueError(f"unknown distance {metric!r} for explicit pairs; use one of "
+                         f"{', '.join(METRICS)}")
+    squared_distances = tf.reduce_sum(tf.square(first - second), axis=1)
+    if metric == "squared-L2":
+        return squared_distances
+    # sqrt'(0) is infinite: both branches are finite where the distance is 0.
+    is_zero = squared_distances <= 0.0
+    return tf.where(is_zero, 0.0, tf.sqrt(tf.where(is_zero, 1.0, squared_distances)))
+
+
 # The names are TensorFlow Addons' (``distance_metric``), also used by params.json.
 METRICS = {"L2": euclidean, "squared-L2": squared_euclidean, "angular": angular}
 

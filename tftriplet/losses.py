@@ -23,6 +23,7 @@ Migrating from TensorFlow Addons is one import line::
   :class:`LiftedStructLoss`, :func:`lifted_struct_loss`: TFA's other metric-learning
   losses, with its names, arguments, defaults, input conventions and values, safe where
   TFA's were not (see :mod:`tftriplet.pair_losses`).
+* :class:`TripletLoss`: the triplet loss of explicit (offline) triplets, stacked [B, 3, D].
 
 ``distance_metric`` is "L2" (Euclidean), "squared-L2", "angular" (1 - cosine
 similarity of the L2-normalised rows) or a callable ``embeddings -> [B, B] distances``.
@@ -377,6 +378,41 @@ class LiftedStructLoss(_WholeBatchLoss):
     def __init__(self, margin=1.0, name=None, **kwargs):
         super().__init__(name=name or "lifted_struct_loss", keras_arguments=kwargs,
                          margin=margin)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class TripletLoss(keras.losses.Loss):
+    """The triplet loss of explicit, offline triplets: ``y_pred`` stacks each triplet's
+    anchor, positive and negative embeddings as [B, 3, D] (a three-branch model's output);
+    ``y_true`` is not used. Mean over the triplets of max(d(a, p) - d(a, n) + margin, 0),
+    or softplus(d(a, p) - d(a, n)) with ``soft`` (see
+    :func:`tftriplet.pair_losses.offline_triplet_losses`).
+
+    Args:
+        margin: float (unused with ``soft``).
+        distance_metric: "squared-L2" (default, as the tutorials), "L2" or "angular".
+        soft: the soft margin of Hermans et al. (2017).
+    """
+
+    def __init__(self, margin=1.0, distance_metric="squared-L2", soft=False,
+                 reduction="sum_over_batch_size", name="triplet_loss", **kwargs):
+        if callable(distance_metric) or distance_metric not in distances.METRICS:
+            raise ValueError(f"unknown distance_metric {distance_metric!r} for explicit "
+                             f"triplets; use one of {', '.join(distances.METRICS)}")
+        super().__init__(name=name, reduction=reduction, **kwargs)
+        self.margin, self.distance_metric, self.soft = margin, distance_metric, soft
+
+    def call(self, y_true, y_pred):
+        if y_pred.shape.rank is not None and (y_pred.shape.rank != 3 or y_pred.shape[1] != 3):
+            raise ValueError(f"TripletLoss takes y_pred of shape [batch, 3, embedding_size] "
+                             f"(anchor, positive, negative), got {y_pred.shape}; stack the "
+                             "three branches' embeddings on axis 1")
+        return pair_losses.offline_triplet_losses(y_pred[:, 0], y_pred[:, 1], y_pred[:, 2],
+                                                  self.margin, self.distance_metric, self.soft)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin,
+                "distance_metric": self.distance_metric, "soft": self.soft}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

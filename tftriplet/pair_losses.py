@@ -28,8 +28,8 @@ def contrastive(same, distances, margin=1.0):
 
     Args:
         same: [B] 1 for a pair of the same class, 0 for a different one (values in
-            between weigh both terms linearly, as TFA).
-        distances: [B] distances d (not squared) of the pairs.
+            between weigh both terms linearly, as TFA); any shape, elementwise.
+        distances: [B] distances d (not squared) of the pairs, the shape of ``same``.
         margin: float, how far apart different pairs are pushed.
 
     Returns:
@@ -129,3 +129,63 @@ def lifted_struct(labels, embeddings, margin=1.0):
     num_ordered_pairs = tf.reduce_sum(tf.cast(positive, tf.float32))
     loss = 0.5 * tf.reduce_sum(squares) / tf.maximum(num_ordered_pairs, 1.0)
     return tf.where(has_negatives & (num_ordered_pairs > 0.0), loss, 0.0)
+
+
+def batch_contrastive_loss(labels, embeddings, margin, squared=False, distance=None):
+    """The contrastive loss with online pair mining: every pair of the batch, averaged over
+    the pairs whose loss is positive (as batch-all averages over its positive triplets).
+
+    loss = sum over pairs i < j of [same class] d^2 + [different] max(margin - d, 0)^2,
+    divided by the number of those pairs whose loss is > 1e-16.
+
+    Args:
+        labels: [B] or [B, 1] integer class ids.
+        embeddings: [B, D] floating tensor (computed in float32).
+        margin: float, how far apart pairs of different classes are pushed.
+        squared, distance: the distance d, as the triplet losses take it (Euclidean, squared
+            with ``squared``; a name in :data:`tftriplet.distances.METRICS` or a callable).
+
+    Returns:
+        (loss, fraction_positive_pairs), float32 scalars: 0 for a batch of fewer than two
+        examples or without a positive pair; NaN when a distance is NaN or infinite.
+    """
+    labels = inputs.check_labels(labels)
+    metric = distance if distance is not None else ("squared-L2" if squared else "L2")
+    distances = inputs.check_batch_sizes(labels, distances_lib.distance_matrix(embeddings, metric))
+    same = tf.equal(labels[:, None], labels[None, :])
+    losses = contrastive(tf.cast(same, tf.float32), distances, margin)  # elementwise
+    # Each unordered pair once: the strict upper triangle.
+    pairs = tf.linalg.band_part(tf.ones_like(same), 0, -1)
+    pairs = tf.linalg.set_diag(pairs, tf.zeros_like(labels, dtype=tf.bool))
+    positive = pairs & (losses > 1e-16)
+    num_positive = tf.reduce_sum(tf.cast(positive, tf.float32))
+    num_pairs = tf.reduce_sum(tf.cast(pairs, tf.float32))
+    loss = tf.reduce_sum(tf.where(positive, losses, 0.0)) / tf.maximum(num_positive, 1.0)
+    fraction = num_positive / tf.maximum(num_pairs, 1.0)
+    finite = tf.reduce_all(tf.math.is_finite(distances))
+    nan = tf.constant(np.nan, tf.float32)
+    return tf.where(finite, loss, nan), tf.where(finite, fraction, nan)
+
+
+def offline_triplet_losses(anchors, positives, negatives, margin=1.0, distance="squared-L2",
+                           soft_margin=False):
+    """Losses of explicit (anchor, positive, negative) triplets, chosen before training
+    (offline), as the tutorials' three-branch models use them.
+
+    loss_i = max(d(a_i, p_i) - d(a_i, n_i) + margin, 0), or softplus(d(a_i, p_i) -
+    d(a_i, n_i)) with ``soft_margin`` (Hermans et al. 2017).
+
+    Args:
+        anchors, positives, negatives: [N, D] embeddings (computed in float32).
+        margin: float (unused with ``soft_margin``).
+        distance: "squared-L2" (the tutorials'), "L2" or "angular".
+        soft_margin: softplus instead of the hinge.
+
+    Returns:
+        [N] float32 losses.
+    """
+    differences = (distances_lib.paired(anchors, positives, distance)
+                   - distances_lib.paired(anchors, negatives, distance))
+    if soft_margin:
+        return tf.nn.softplus(differences)
+    return tf.nn.relu(differences + tf.cast(margin, tf.float32))

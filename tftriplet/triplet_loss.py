@@ -29,14 +29,15 @@ and the checks of the inputs :mod:`tftriplet.inputs`:
   softplus(d(a,p) - d(a,n)) (Hermans et al.); ``margin`` is then unused.
 
 :data:`STRATEGIES` maps each ``triplet_strategy`` of params.json to its loss and the
-summaries TensorBoard shows for it.
+summaries TensorBoard shows for it (``contrastive``, the online contrastive loss of
+:func:`tftriplet.pair_losses.batch_contrastive_loss`, among them).
 """
 
 import numpy as np
 import tensorflow as tf
 
 from tftriplet import distances as distances_lib
-from tftriplet import blocked, exact_batch_all, inputs
+from tftriplet import blocked, exact_batch_all, inputs, pair_losses
 from tftriplet.exact_batch_all import POSITIVE_LOSS
 
 # --- Distances ---------------------------------------------------------------------------
@@ -478,14 +479,25 @@ def _batch_semihard_with_summaries(labels, embeddings, margin, squared=False, so
     return batch_semihard_triplet_loss(labels, embeddings, margin, squared, distance), {}
 
 
+def _contrastive_with_summaries(labels, embeddings, margin, squared=False, soft_margin=False,
+                                distance=None):
+    if soft_margin:
+        raise ValueError("contrastive has no soft margin: use batch_all or batch_hard")
+    loss, fraction = pair_losses.batch_contrastive_loss(labels, embeddings, margin, squared,
+                                                        distance)
+    return loss, {"fraction_positive_pairs": fraction}
+
+
 STRATEGIES = {
     "batch_all": _batch_all_with_summaries,
     "batch_hard": _batch_hard_with_summaries,
     "batch_semihard": _batch_semihard_with_summaries,
+    "contrastive": _contrastive_with_summaries,
 }
 # The names of the summaries each strategy returns (for dashboards that list them ahead).
 SUMMARY_NAMES = {
     "batch_all": ("fraction_positive_triplets",),
     "batch_hard": ("hardest_positive_dist", "hardest_negative_dist"),
     "batch_semihard": (),
+    "contrastive": ("fraction_positive_pairs",),
 }
