@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import write_image_folders
-from test_images import blank_png, call_unless_blocked_on, run_bounded
+from test_images import PRINT_PEAK, blank_png, call_unless_blocked_on, run_bounded
 from model import image_folder
 from model.errors import UserError
 from model.params import Params
@@ -244,8 +244,7 @@ logging.basicConfig(level=logging.WARNING, format="%(message)s")
 from model import image_folder
 from model.params import Params
 print(image_folder.load(sys.argv[1], Params().replace(image_size=16))["train"][0])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-"""
+""" + PRINT_PEAK
     done, peak = run_bounded(code, root)
     assert done.stdout.splitlines()[0] == "['train/a/1.png', 'train/b/2.png']"
     assert "Skipped 1 file(s) of 3 larger than 50,000,000 pixels" in done.stderr

@@ -23,7 +23,10 @@ SCRIPTS = ("train", "evaluate", "visualize_embeddings", "embed", "retrieve",
 TOP_LEVEL = ("TripletSemiHardLoss", "TripletHardLoss", "triplet_semihard_loss",
              "triplet_hard_loss", "BatchAllTripletLoss", "BatchHardTripletLoss",
              "FractionPositiveTriplets", "batch_all_triplet_loss", "batch_hard_triplet_loss",
-             "batch_semihard_triplet_loss", "pairwise_distances", "retrieval_metrics")
+             "batch_semihard_triplet_loss", "pairwise_distances", "retrieval_metrics",
+             "ContrastiveLoss", "contrastive_loss", "NpairsLoss", "npairs_loss",
+             "NpairsMultilabelLoss", "npairs_multilabel_loss", "LiftedStructLoss",
+             "lifted_struct_loss", "TripletLoss")
 
 
 def pyproject():
