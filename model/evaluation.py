@@ -179,9 +179,9 @@ def _check_knn_reference(train_labels, test_labels, k):
     if unseen:
         raise UserError(
             f"test class{'es' if len(unseen) > 1 else ''} {', '.join(map(str, unseen[:5]))} "
-            "never appear among the training images, so a vote of training images cannot "
-            "name them (an open-set split): drop --reference; the retrieval metrics score "
-            "such runs")
+            f"never appear{'' if len(unseen) > 1 else 's'} among the training images, so a "
+            "vote of training images cannot name them (an open-set split): drop --reference; "
+            "the retrieval metrics score such runs")
     if k > len(train_labels):
         raise UserError(f"--k is {k} but the training split holds {len(train_labels)} "
                         "images; lower --k")
