@@ -446,7 +446,10 @@ def test_a_plain_kill_stops_like_ctrl_c_with_a_line(tmp_path, tiny_data_dir, sig
                                                     words):
     model_dir = make_run(tmp_path, num_epochs=1)
     process = train_cli(model_dir, tiny_data_dir, hook="after_checkpoint:pause",
-                        stderr=subprocess.PIPE)
+                        stderr=subprocess.PIPE,
+                        # As in a terminal: a job that a non-interactive shell put in the
+                        # background (how CI may run the suite) starts with SIGINT ignored.
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 300
         while "test hook: after_checkpoint" not in process.stderr.readline():
